@@ -1,0 +1,1 @@
+"""QuantDesk's PySide6 window: a thin layer over ``engine``."""

@@ -1,0 +1,19 @@
+"""``quantdesk gui``: open the window, or render it to a PNG and exit."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gui", help="open the window (the default with no command)")
+    p.add_argument("--screenshot", metavar="FILE", help="render the window offscreen to a PNG and exit")
+    p.add_argument("--model", metavar="PATH", help="open this model first")
+    p.add_argument("--size", default="1280x800", help="window size for --screenshot, e.g. 1920x1080")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from qtapp.app import run_gui
+
+    return run_gui([], model=args.model, screenshot=args.screenshot, size=args.size)
