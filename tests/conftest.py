@@ -6,6 +6,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from tests.fixtures.bnb import *  # noqa: E402,F403
+from tests.fixtures.chat import *  # noqa: E402,F403
+from tests.fixtures.gguf import *  # noqa: E402,F403
+from tests.fixtures.gui import *  # noqa: E402,F403
+from tests.fixtures.inspect import *  # noqa: E402,F403
 from tests.fixtures.models import *  # noqa: E402,F403
 
 
