@@ -1,0 +1,219 @@
+"""Chat with a Hugging Face folder (original weights or bitsandbytes INT8/NF4) through transformers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.chat.base import Chat, Sampling
+from engine.errors import QuantDeskError
+
+DEFAULT_CTX = 4096
+
+
+def hf_quantization(folder: Path) -> str | None:
+    """The quantization method a folder's config.json declares (e.g. "bitsandbytes"), or None."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    quant = config.get("quantization_config") or {}
+    return quant.get("quant_method")
+
+
+def load_hf_model(folder: Path, device: str, *, dtype: Any = None, threads: int | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) from a folder, on ``device``; failures become one sentence."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if not (folder / "config.json").is_file():
+        raise QuantDeskError(f"{folder} has no config.json; point at a Hugging Face model folder or a .gguf file.")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise QuantDeskError("PyTorch sees no CUDA GPU here; choose --device cpu or install the CUDA build of torch.")
+    if threads:
+        torch.set_num_threads(threads)
+    quant = hf_quantization(folder)
+    kwargs: dict[str, Any] = {"device_map": device}
+    if quant is None:
+        kwargs["dtype"] = dtype if dtype is not None else "auto"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except QuantDeskError:
+        raise
+    except Exception as err:  # noqa: BLE001 - shown to the user in one line
+        hint = " (bitsandbytes models usually need --device cuda)" if quant == "bitsandbytes" and device == "cpu" else ""
+        raise QuantDeskError(
+            f"transformers could not load {folder.name}{hint}: {type(err).__name__}: {str(err).splitlines()[0]}"
+        ) from None
+    model.eval()
+    return model, tokenizer
+
+
+class TransformersChat(Chat):
+    backend = "transformers"
+
+    def __init__(self, path: Path, *, gpu_layers: int | None = None, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        if gpu_layers is not None:
+            raise QuantDeskError("--gpu-layers applies to GGUF models only; drop it for a Hugging Face folder.")
+        self._model: Any = None
+        self._tok: Any = None
+        self._ctx = 0
+
+    def _load(self) -> None:
+        model, tok = load_hf_model(self.path, self.device, threads=self.threads)
+        limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_CTX
+        self._ctx = int(self.requested_ctx or min(limit, DEFAULT_CTX))
+        self._model, self._tok = model, tok
+
+    def _free(self) -> None:
+        self._model = self._tok = None
+        import gc
+
+        gc.collect()
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    @property
+    def n_ctx(self) -> int:
+        return self._ctx
+
+    @property
+    def has_template(self) -> bool:
+        return bool(self._tok is not None and getattr(self._tok, "chat_template", None))
+
+    def _template_tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        try:
+            ids = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        except Exception as err:  # noqa: BLE001
+            raise QuantDeskError(f"The model's chat template failed ({err}); try without a system prompt.") from None
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return [int(t) for t in ids]
+
+    def _text_tokens(self, text: str) -> list[int]:
+        return [int(t) for t in self._tok(text)["input_ids"]]
+
+    def _token_bytes(self, token: int) -> bytes:
+        if token in self._tok.all_special_ids:
+            return b""
+        return _token_bytes(self._tok, token)
+
+    def _generate(
+        self,
+        prompt: list[int],
+        sampling: Sampling,
+        max_new: int,
+        emit: Callable[[int], None],
+        should_stop: Callable[[], bool],
+    ) -> str:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        model = self._model
+        eos = _eos_ids(model, self._tok)
+        state = {"count": 0, "ended": False, "cancelled": False}
+
+        class Streamer:
+            """transformers calls put() with the prompt first, then each new token."""
+
+            def __init__(self) -> None:
+                self.prompt_seen = False
+
+            def put(self, value: Any) -> None:
+                if not self.prompt_seen:
+                    self.prompt_seen = True
+                    return
+                for token in value.reshape(-1).tolist():
+                    if token in eos:
+                        state["ended"] = True
+                        return
+                    state["count"] += 1
+                    emit(int(token))
+
+            def end(self) -> None:
+                pass
+
+        class StopFlag(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                stop = should_stop()
+                if stop:
+                    state["cancelled"] = True
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new,
+            "repetition_penalty": sampling.repeat_penalty,
+            "streamer": Streamer(),
+            "stopping_criteria": StoppingCriteriaList([StopFlag()]),
+            "pad_token_id": self._tok.pad_token_id if self._tok.pad_token_id is not None else next(iter(eos), 0),
+            "eos_token_id": sorted(eos) or None,
+        }
+        if sampling.greedy:
+            gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            gen_kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                              top_k=sampling.top_k or None)
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+        input_ids = torch.tensor([prompt], dtype=torch.long, device=model.device)
+        with torch.inference_mode():
+            model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **gen_kwargs)
+        if state["cancelled"]:
+            return "cancelled"
+        if state["ended"]:
+            return "stop"
+        return "length" if state["count"] >= max_new else "stop"
+
+
+def _eos_ids(model: Any, tok: Any) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    if tok.eos_token_id is not None:
+        ids.add(int(tok.eos_token_id))
+    return ids
+
+
+def _token_bytes(tok: Any, token: int) -> bytes:
+    """The raw bytes of one token, so multi-token characters reassemble correctly."""
+    piece = tok.convert_ids_to_tokens(token)
+    if piece is None:
+        return b""
+    byte_decoder = _byte_decoder()
+    if all(ch in byte_decoder for ch in piece):  # byte-level BPE (GPT-2 style)
+        return bytes(byte_decoder[ch] for ch in piece)
+    if piece.startswith("<0x") and piece.endswith(">") and len(piece) == 6:  # SentencePiece byte fallback
+        return bytes([int(piece[3:5], 16)])
+    return piece.replace("▁", " ").encode("utf-8")
+
+
+_BYTE_DECODER: dict[str, int] | None = None
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's reversible byte-to-unicode table, inverted."""
+    global _BYTE_DECODER
+    if _BYTE_DECODER is None:
+        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+            range(ord("®"), ord("ÿ") + 1))
+        cs = bs[:]
+        n = 0
+        for b in range(256):
+            if b not in bs:
+                bs.append(b)
+                cs.append(256 + n)
+                n += 1
+        _BYTE_DECODER = {chr(c): b for b, c in zip(bs, cs, strict=True)}
+    return _BYTE_DECODER
