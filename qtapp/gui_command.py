@@ -9,11 +9,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gui", help="open the window (the default with no command)")
     p.add_argument("--screenshot", metavar="FILE", help="render the window offscreen to a PNG and exit")
     p.add_argument("--model", metavar="PATH", help="open this model first")
-    p.add_argument("--size", default="1280x800", help="window size for --screenshot, e.g. 1920x1080")
+    p.add_argument("--size", default="1280x800", help="window size, e.g. 1920x1080")
+    p.add_argument("--tab", choices=("recommendation", "quantize", "chat", "results"),
+                   help="the tab to show first")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from qtapp.app import run_gui
 
-    return run_gui([], model=args.model, screenshot=args.screenshot, size=args.size)
+    return run_gui([], model=args.model, screenshot=args.screenshot, size=args.size, tab=args.tab)

@@ -1,0 +1,178 @@
+"""The window's state — machine, open model, recommendation, artifacts — fed by engine calls on the bridge.
+
+Views never call the engine themselves: they ask the session, and the session
+answers with signals carrying what the engine computed (as the same dicts the
+CLI's ``--json`` prints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from qtapp import settings
+from qtapp.workers import Task, run_in_background
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    return asdict(obj) if is_dataclass(obj) else {}
+
+
+class Session(QObject):
+    machine_changed = Signal(dict)
+    model_loading = Signal(Path)
+    model_opened = Signal(Path, dict)
+    model_failed = Signal(Path, str)
+    recommendation_changed = Signal(dict)
+    choices_changed = Signal(object, list)  # demo path or None, [(name, path)] from the HF cache
+    error = Signal(str)
+
+    MACHINE_REFRESH_MS = 2000
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.machine: dict[str, Any] = {}
+        self.model_path: Path | None = None
+        self.model_info: dict[str, Any] = {}
+        self.recommendation: dict[str, Any] = {}
+        self.context = 4096
+        self._pending: set[Task] = set()
+        self._machine_task: Task | None = None
+        self._timer = QTimer(self, interval=self.MACHINE_REFRESH_MS)
+        self._timer.timeout.connect(self.refresh_machine)
+
+    # --- busy tracking (screenshots wait for it) ---------------------------
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending)
+
+    def track(self, task: Task) -> Task:
+        self._pending.add(task)
+        task.ended.connect(lambda _o, t=task: self._pending.discard(t))
+        return task
+
+    # --- machine ----------------------------------------------------------
+    def start(self) -> None:
+        """Begin the live machine refresh and look for one-click models; called after first paint."""
+        self.refresh_machine()
+        self._timer.start()
+        self.track(run_in_background(_find_choices, done=lambda c: self.choices_changed.emit(*c), parent=self))
+
+    def refresh_machine(self) -> None:
+        if self._machine_task is not None and self._machine_task.running:
+            return
+        self._machine_task = run_in_background(_detect_machine, done=self._machine_ready, parent=self)
+        if not self.machine:
+            self.track(self._machine_task)
+
+    def _machine_ready(self, machine: dict[str, Any]) -> None:
+        first = not self.machine
+        self.machine = machine
+        self.machine_changed.emit(machine)
+        if first and self.model_info:
+            self.recommend()
+
+    # --- model ------------------------------------------------------------
+    def open_model(self, path: Path) -> None:
+        path = Path(path).expanduser()
+        self.model_path = path
+        self.model_info = {}
+        self.recommendation = {}
+        self.model_loading.emit(path)
+        self.track(run_in_background(
+            lambda _c: as_dict(_inspect(path)),
+            done=lambda info, p=path: self._opened(p, info),
+            failed=lambda msg, p=path: self._failed(p, msg),
+            parent=self,
+        ))
+
+    def open_demo(self) -> None:
+        def work(_cancel):
+            from engine.demo import ensure_demo_model
+
+            return ensure_demo_model()
+
+        self.error.emit("")  # clear
+        self.track(run_in_background(work, done=self.open_model, failed=self.error.emit, parent=self))
+
+    def _opened(self, path: Path, info: dict[str, Any]) -> None:
+        if path != self.model_path:
+            return
+        self.model_info = info
+        settings.remember_model(path)
+        self.model_opened.emit(path, info)
+        self.recommend()
+
+    def _failed(self, path: Path, message: str) -> None:
+        if path != self.model_path:
+            return
+        self.model_path = None
+        self.model_failed.emit(path, message)
+        self.error.emit(message)
+
+    # --- recommendation ---------------------------------------------------
+    def set_context(self, n: int) -> None:
+        self.context = int(n)
+        self.recommend()
+
+    def recommend(self) -> None:
+        if self.model_path is None or not self.model_info:
+            return
+        path, ctx = self.model_path, self.context
+        self.track(run_in_background(
+            lambda _c: as_dict(_recommend(path, ctx)),
+            done=lambda rec, p=path: self._recommended(p, rec),
+            failed=self.error.emit,
+            parent=self,
+        ))
+
+    def _recommended(self, path: Path, rec: dict[str, Any]) -> None:
+        if path != self.model_path:
+            return
+        self.recommendation = rec
+        self.recommendation_changed.emit(rec)
+
+
+# --- engine calls (run on worker threads) -----------------------------------
+
+def _detect_machine(_cancel) -> dict[str, Any]:
+    from engine.hardware import detect_machine
+
+    return detect_machine(settings_output_folder()).to_dict()
+
+
+def settings_output_folder() -> str:
+    return settings.output_folder()
+
+
+def _inspect(path: Path):
+    from engine.inspect import inspect_model
+
+    return inspect_model(path)
+
+
+def _recommend(path: Path, context: int):
+    from engine.recommend import recommend_for_path
+
+    return recommend_for_path(path, context=context)
+
+
+def _find_choices(_cancel) -> tuple[Path | None, list[tuple[str, Path]]]:
+    from engine.demo import demo_model_dir
+
+    cached: list[tuple[str, Path]] = []
+    try:
+        from engine.inspect import cached_models
+    except ImportError:
+        cached_models = None
+    if cached_models is not None:
+        cached = [(m.name, Path(m.path)) if hasattr(m, "path") else m for m in cached_models()]
+    return demo_model_dir(), cached

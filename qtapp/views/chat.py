@@ -1,0 +1,147 @@
+"""Chat: talk to any artifact of the current model (or the original); optionally two side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from qtapp.assets import icon
+from qtapp.views.chat_pane import ChatPane
+from qtapp.views.widgets import heading
+
+
+class ChatView(QWidget):
+    error = Signal(str)
+
+    def __init__(self) -> None:
+        super().__init__()
+        layout = QVBoxLayout(self)
+        top = QHBoxLayout()
+        top.addWidget(heading("Chat"))
+        top.addStretch(1)
+        self.side_by_side = QCheckBox("Side by side: send each prompt to two models")
+        top.addWidget(self.side_by_side)
+        layout.addLayout(top)
+        self.system = QLineEdit()
+        self.system.setPlaceholderText("System prompt (optional), e.g. “You are a concise assistant.”")
+        layout.addWidget(self.system)
+        self.sampling_box = QCollapsible("Sampling")
+        sampling = QWidget()
+        form = QFormLayout(sampling)
+        self.temperature = _double(0.0, 2.0, 0.0, 0.05)
+        self.top_p = _double(0.0, 1.0, 0.95, 0.01)
+        self.top_k = _int(0, 1000, 40)
+        self.repeat_penalty = _double(0.5, 2.0, 1.1, 0.01)
+        self.max_tokens = _int(1, 32768, 256)
+        self.seed = _int(-1, 2**31 - 1, 0)
+        self.seed.setSpecialValueText("random")
+        form.addRow("Temperature (0 = greedy)", self.temperature)
+        form.addRow("Top-p", self.top_p)
+        form.addRow("Top-k", self.top_k)
+        form.addRow("Repeat penalty", self.repeat_penalty)
+        form.addRow("Max new tokens", self.max_tokens)
+        form.addRow("Seed", self.seed)
+        self.sampling_box.addWidget(sampling)
+        layout.addWidget(self.sampling_box)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.left = ChatPane("Model A")
+        self.right = ChatPane("Model B")
+        splitter.addWidget(self.left)
+        splitter.addWidget(self.right)
+        self.right.hide()
+        self.side_by_side.toggled.connect(self.right.setVisible)
+        layout.addWidget(splitter, 1)
+
+        row = QHBoxLayout()
+        self.prompt = QLineEdit()
+        self.prompt.setPlaceholderText("Ask something, e.g. What is the capital of France?")
+        self.prompt.returnPressed.connect(self.send)
+        self.send_btn = QPushButton(icon("chat"), "Send")
+        self.send_btn.setObjectName("Primary")
+        self.send_btn.clicked.connect(self.send)
+        self.stop_btn = QPushButton(icon("stop"), "Stop")
+        self.stop_btn.setToolTip("Stop the reply (Ctrl+.)")
+        self.stop_btn.clicked.connect(self.stop)
+        self.stop_btn.setEnabled(False)
+        row.addWidget(self.prompt, 1)
+        row.addWidget(self.send_btn)
+        row.addWidget(self.stop_btn)
+        layout.addLayout(row)
+        QShortcut(QKeySequence("Ctrl+Return"), self.prompt, self.send)
+        for pane in self.panes():
+            pane.busy_changed.connect(self._busy_changed)
+            pane.error.connect(self.error.emit)
+
+    def panes(self) -> list[ChatPane]:
+        return [self.left, self.right]
+
+    def active_panes(self) -> list[ChatPane]:
+        return [self.left, self.right] if self.side_by_side.isChecked() else [self.left]
+
+    def set_models(self, choices: list[tuple[str, Path]], prefer: Path | None = None) -> None:
+        self.left.set_models(choices, prefer)
+        self.right.set_models(choices, choices[0][1] if choices and prefer is None else None)
+
+    def sampling(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature.value(),
+            "top_p": self.top_p.value(),
+            "top_k": self.top_k.value(),
+            "repeat_penalty": self.repeat_penalty.value(),
+            "max_tokens": self.max_tokens.value(),
+            "seed": None if self.seed.value() < 0 else self.seed.value(),
+        }
+
+    def send(self) -> None:
+        text = self.prompt.text().strip()
+        if not text or any(p.busy for p in self.active_panes()):
+            return
+        self.prompt.clear()
+        for pane in self.active_panes():
+            pane.send(text, self.system.text().strip(), self.sampling())
+
+    def stop(self) -> None:
+        for pane in self.panes():
+            pane.stop()
+
+    @property
+    def busy(self) -> bool:
+        return any(p.busy for p in self.panes())
+
+    def _busy_changed(self, _busy: bool) -> None:
+        busy = self.busy
+        self.stop_btn.setEnabled(busy)
+        self.send_btn.setEnabled(not busy)
+
+
+def _double(lo: float, hi: float, value: float, step: float) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(lo, hi)
+    box.setSingleStep(step)
+    box.setDecimals(2)
+    box.setValue(value)
+    return box
+
+
+def _int(lo: int, hi: int, value: int) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setValue(value)
+    return box

@@ -1,0 +1,135 @@
+"""One chat pane: a model picker, CPU/CUDA, and a transcript that streams the reply."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QTextCursor
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QTextBrowser, QVBoxLayout, QWidget
+
+from qtapp.chat_link import ChatSlot, stats_line
+from qtapp.workers import Outcome, Task
+
+_PATH_ROLE = Qt.ItemDataRole.UserRole
+
+
+class ChatPane(QWidget):
+    busy_changed = Signal(bool)
+    error = Signal(str)
+
+    def __init__(self, title: str) -> None:
+        super().__init__()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        top = QHBoxLayout()
+        top.addWidget(QLabel(f"<b>{title}</b>"))
+        self.model = QComboBox()
+        self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model.setMinimumContentsLength(18)
+        self.device = QComboBox()
+        self.device.addItems(["CPU", "CUDA"])
+        top.addWidget(self.model, 1)
+        top.addWidget(self.device)
+        layout.addLayout(top)
+        self.transcript = QTextBrowser()
+        self.transcript.setObjectName("Transcript")
+        self.transcript.setOpenExternalLinks(False)
+        layout.addWidget(self.transcript, 1)
+        self.slot = ChatSlot()
+        self._task: Task | None = None
+        self._reply = ""
+
+    # --- choices ---------------------------------------------------------
+    def set_models(self, choices: list[tuple[str, Path]], prefer: Path | None = None) -> None:
+        current = self.current_model()
+        self.model.blockSignals(True)
+        self.model.clear()
+        for label, path in choices:
+            self.model.addItem(label, str(path))
+            self.model.setItemData(self.model.count() - 1, str(path), Qt.ItemDataRole.ToolTipRole)
+        self.model.blockSignals(False)
+        want = prefer or current
+        if want is not None:
+            self.select_model(want)
+
+    def select_model(self, path: Path) -> None:
+        index = self.model.findData(str(path))
+        if index >= 0:
+            self.model.setCurrentIndex(index)
+
+    def current_model(self) -> Path | None:
+        data = self.model.currentData()
+        return Path(data) if data else None
+
+    def set_cuda_available(self, available: bool) -> None:
+        item = self.device.model().item(1)
+        item.setEnabled(available)
+        item.setToolTip("" if available else "No CUDA GPU found on this machine.")
+
+    # --- conversation ----------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
+    def send(self, prompt: str, system: str, sampling: dict[str, Any]) -> None:
+        path = self.current_model()
+        if path is None or self.busy:
+            return
+        key = (str(path), self.device.currentText().lower())
+        if key != self.slot.key:
+            self._note(f"Loading {path.name} on {key[1].upper()}…")
+        self._append(f"<p><b>You:</b> {html.escape(prompt)}</p><p><b>{html.escape(path.name)}:</b> ")
+        self._reply = ""
+        self._task = Task(self.slot.reply_work(key, prompt, system, sampling), name="chat", parent=self)
+        self._task.progress.connect(self._token)
+        self._task.ended.connect(self._ended)
+        self._task.start()
+        self.busy_changed.emit(True)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def close_model(self) -> None:
+        self.stop()
+        self.slot.close()
+
+    def _token(self, piece: Any) -> None:
+        if isinstance(piece, str):
+            self._reply += piece
+            self._insert_text(piece)
+
+    def _ended(self, outcome: Outcome) -> None:
+        self._task = None
+        if outcome.status == "error":
+            self._append(f"</p><p style='color:#e03131'>{html.escape(outcome.message)}</p>")
+            self.error.emit(outcome.message)
+        else:
+            reply = outcome.value
+            for notice in getattr(reply, "notices", None) or []:
+                self._note(notice)
+            self._append(f"</p><p style='color:gray; font-size:small'>{html.escape(stats_line(reply))}</p>")
+        self.busy_changed.emit(False)
+
+    def reply_text(self) -> str:
+        return self._reply
+
+    def _note(self, text: str) -> None:
+        self._append(f"<p style='color:gray'>{html.escape(text)}</p>")
+
+    def _append(self, fragment: str) -> None:
+        cursor = self.transcript.textCursor()
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.insertHtml(fragment)
+        self.transcript.setTextCursor(cursor)
+        self.transcript.ensureCursorVisible()
+
+    def _insert_text(self, text: str) -> None:
+        cursor = self.transcript.textCursor()
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.insertText(text)
+        self.transcript.setTextCursor(cursor)
+        self.transcript.ensureCursorVisible()

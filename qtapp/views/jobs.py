@@ -1,0 +1,252 @@
+"""The job queue: one job at a time, each with progress, step and tensor, ETA, cancel and a log."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QDialog,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from qtapp.assets import icon
+from qtapp.views.widgets import muted, panel
+from qtapp.workers import Outcome, Task, Work
+
+
+@dataclass
+class JobSpec:
+    """What the queue runs: a title, the engine work, and what to offer when it finishes."""
+
+    title: str
+    work: Work
+    kind: str = "quantize"  # or "evaluate"
+    out_dir: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class JobRow(QWidget):
+    cancel_requested = Signal()
+    chat_requested = Signal(Path)
+    evaluate_requested = Signal(list)
+
+    def __init__(self, spec: JobSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.log_lines: list[str] = [f"{time.strftime('%H:%M:%S')} queued: {spec.title}"]
+        self.outputs: list[Path] = []
+        frame, layout = panel()
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(frame)
+        top = QHBoxLayout()
+        self.title = QLabel(f"<b>{spec.title}</b>")
+        self.state = muted("waiting")
+        top.addWidget(self.title, 1)
+        top.addWidget(self.state)
+        layout.addLayout(top)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setFormat("%p%")
+        layout.addWidget(self.bar)
+        info = QHBoxLayout()
+        self.step = QLabel("")
+        self.step.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.eta = muted("")
+        self.eta.setWordWrap(False)
+        info.addWidget(self.step, 1)
+        info.addWidget(self.eta)
+        layout.addLayout(info)
+        buttons = QHBoxLayout()
+        self.cancel_btn = QPushButton(icon("stop"), "Cancel")
+        self.cancel_btn.clicked.connect(self.cancel_requested.emit)
+        self.log_btn = QPushButton(icon("log"), "Log")
+        self.log_btn.clicked.connect(self.open_log)
+        self.chat_btn = QPushButton(icon("chat"), "Chat with it")
+        self.folder_btn = QPushButton(icon("folder"), "Open folder")
+        self.eval_btn = QPushButton(icon("evaluate"), "Evaluate")
+        self.chat_btn.clicked.connect(lambda: self.outputs and self.chat_requested.emit(self.outputs[0]))
+        self.folder_btn.clicked.connect(self._open_folder)
+        self.eval_btn.clicked.connect(lambda: self.evaluate_requested.emit(list(self.outputs)))
+        for b in (self.cancel_btn, self.log_btn, self.chat_btn, self.folder_btn, self.eval_btn):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        for b in (self.chat_btn, self.folder_btn, self.eval_btn):
+            b.hide()
+        layout.addLayout(buttons)
+
+    def log(self, line: str) -> None:
+        self.log_lines.append(f"{time.strftime('%H:%M:%S')} {line}")
+
+    def started(self) -> None:
+        self.state.setText("running")
+        self.log("started")
+
+    def show_progress(self, event: Any) -> None:
+        fraction = getattr(event, "fraction", None)
+        if fraction is None:
+            return
+        self.bar.setValue(int(1000 * max(0.0, min(1.0, fraction))))
+        parts = [str(getattr(event, "step", "") or "")]
+        if getattr(event, "tensor_count", None):
+            parts.append(f"tensor {event.tensor_index}/{event.tensor_count}")
+        if getattr(event, "tensor_name", None):
+            parts.append(event.tensor_name)
+        elif getattr(event, "message", ""):
+            parts.append(event.message)
+        self.step.setText(" · ".join(p for p in parts if p))
+        eta = getattr(event, "eta_s", None)
+        self.eta.setText(f"about {_duration(eta)} left" if eta is not None else "")
+        message = getattr(event, "message", "")
+        if message and not getattr(event, "tensor_name", None):
+            self.log(f"{event.step}: {message}")
+
+    def finished(self, outcome: Outcome) -> None:
+        self.cancel_btn.hide()
+        self.eta.setText("")
+        if outcome.status == "ok":
+            self.outputs = [Path(getattr(o, "path", o)) for o in (outcome.value or [])
+                            if isinstance(o, (str, Path)) or hasattr(o, "path")]
+            self.bar.setValue(1000)
+            self.state.setText("done")
+            self.step.setText(", ".join(p.name for p in self.outputs) or "done")
+            self.log("done: " + ", ".join(str(p) for p in self.outputs))
+            offer = self.spec.kind == "quantize" and bool(self.outputs)
+            self.chat_btn.setVisible(offer)
+            self.eval_btn.setVisible(offer)
+            self.folder_btn.show()
+        elif outcome.status == "cancelled":
+            self.state.setText("cancelled")
+            self.step.setText(outcome.message or "Cancelled; nothing was written.")
+            self.log("cancelled")
+        else:
+            self.state.setText("failed")
+            self.state.setStyleSheet("color: #e03131;")
+            self.step.setText(outcome.message)
+            self.step.setWordWrap(True)
+            self.log(f"error: {outcome.message}")
+            if outcome.detail:
+                self.log_lines.append(outcome.detail)
+
+    def open_log(self) -> None:
+        dialog = QDialog(self)
+        dialog.setWindowTitle(f"Log — {self.spec.title}")
+        dialog.resize(720, 420)
+        text = QPlainTextEdit("\n".join(self.log_lines))
+        text.setReadOnly(True)
+        QVBoxLayout(dialog).addWidget(text)
+        dialog.show()
+
+    def _open_folder(self) -> None:
+        folder = self.spec.out_dir or (self.outputs[0].parent if self.outputs else None)
+        if folder:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
+
+class JobQueue(QWidget):
+    """Runs queued jobs one at a time: two conversions at once would fight for RAM and cores."""
+
+    job_finished = Signal(object, object)  # JobSpec, Outcome
+    chat_requested = Signal(Path)
+    evaluate_requested = Signal(list)
+    busy_changed = Signal(bool)
+
+    def __init__(self) -> None:
+        super().__init__()
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.empty = muted("No jobs yet. Choose targets above and press Quantize (Ctrl+Enter).")
+        outer.addWidget(self.empty)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        inner = QWidget()
+        self.rows_box = QVBoxLayout(inner)
+        self.rows_box.setContentsMargins(0, 0, 0, 0)
+        self.rows_box.addStretch(1)
+        scroll.setWidget(inner)
+        outer.addWidget(scroll, 1)
+        self.rows: list[JobRow] = []
+        self.pending: list[JobRow] = []
+        self.current: tuple[JobRow, Task] | None = None
+        self.on_progress: list[Callable[[Any], None]] = []
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None or bool(self.pending)
+
+    def add(self, spec: JobSpec) -> JobRow:
+        row = JobRow(spec)
+        row.chat_requested.connect(self.chat_requested.emit)
+        row.evaluate_requested.connect(self.evaluate_requested.emit)
+        row.cancel_requested.connect(lambda r=row: self.cancel(r))
+        self.rows.append(row)
+        self.rows_box.insertWidget(0, row)
+        self.empty.hide()
+        self.pending.append(row)
+        self._next()
+        self.busy_changed.emit(True)
+        return row
+
+    def cancel(self, row: JobRow | None = None) -> None:
+        """Cancel one job (the running one when none is named)."""
+        if row is None and self.current:
+            row = self.current[0]
+        if row is None:
+            return
+        if row in self.pending:
+            self.pending.remove(row)
+            row.finished(Outcome("cancelled", message="Cancelled before it started."))
+            self.busy_changed.emit(self.busy)
+        elif self.current and self.current[0] is row:
+            row.state.setText("cancelling…")
+            row.log("cancel requested")
+            self.current[1].cancel()
+
+    def cancel_all(self) -> None:
+        for row in list(self.pending):
+            self.cancel(row)
+        self.cancel()
+
+    def _next(self) -> None:
+        if self.current or not self.pending:
+            return
+        row = self.pending.pop(0)
+        task = Task(row.spec.work, name=row.spec.title, parent=self)
+        task.progress.connect(row.show_progress)
+        for cb in self.on_progress:
+            task.progress.connect(cb)
+        task.ended.connect(lambda outcome, r=row: self._ended(r, outcome))
+        self.current = (row, task)
+        row.started()
+        task.start()
+
+    def _ended(self, row: JobRow, outcome: Outcome) -> None:
+        row.finished(outcome)
+        self.current = None
+        self.job_finished.emit(row.spec, outcome)
+        self._next()
+        self.busy_changed.emit(self.busy)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

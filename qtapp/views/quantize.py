@@ -1,0 +1,143 @@
+"""Quantize: pick targets (preselected by the recommendation), an output folder, and start; jobs below."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+from engine.formats import FORMATS
+from qtapp import settings
+from qtapp.assets import icon
+from qtapp.views.jobs import JobQueue
+from qtapp.views.widgets import heading, muted
+
+MAIN_TARGETS = ("gguf:Q4_K_M", "gguf:Q5_K_M", "gguf:Q6_K", "gguf:Q8_0", "hf:bnb-int8", "hf:bnb-nf4")
+MORE_TARGETS = ("gguf:Q4_K_S", "gguf:Q5_K_S", "gguf:Q3_K_M", "gguf:Q2_K", "gguf:IQ4_XS", "gguf:Q4_0",
+                "gguf:F16", "gguf:BF16")
+
+
+class QuantizeView(QWidget):
+    start_requested = Signal()
+
+    def __init__(self, default_threads: int) -> None:
+        super().__init__()
+        layout = QVBoxLayout(self)
+        layout.addWidget(heading("Quantize"))
+        self.boxes: dict[str, QCheckBox] = {}
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(18)
+        for i, fid in enumerate(MAIN_TARGETS):
+            grid.addWidget(self._box(fid), i // 3, i % 3)
+        layout.addLayout(grid)
+
+        self.more = QCollapsible("More formats")
+        more = QWidget()
+        more_grid = QGridLayout(more)
+        more_grid.setContentsMargins(0, 0, 0, 0)
+        for i, fid in enumerate(MORE_TARGETS):
+            more_grid.addWidget(self._box(fid), i // 4, i % 4)
+        self.more.addWidget(more)
+        layout.addWidget(self.more)
+
+        out = QHBoxLayout()
+        out.addWidget(QLabel("Output folder"))
+        self.out_dir = QLineEdit(settings.output_folder())
+        self.out_dir.editingFinished.connect(lambda: settings.set_output_folder(self.out_dir.text().strip()))
+        browse = QPushButton(icon("folder"), "Choose…")
+        browse.clicked.connect(self._browse)
+        out.addWidget(self.out_dir, 1)
+        out.addWidget(browse)
+        layout.addLayout(out)
+
+        self.advanced = QCollapsible("Advanced options")
+        adv = QWidget()
+        form = QFormLayout(adv)
+        self.threads = QSpinBox()
+        self.threads.setRange(1, 256)
+        self.threads.setValue(settings.threads(default_threads))
+        self.threads.valueChanged.connect(settings.set_threads)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda"])
+        self.keep_intermediate = QCheckBox("Keep the intermediate GGUF (BF16/F16)")
+        self.requantize = QCheckBox("Allow re-quantizing an already quantized GGUF (loses quality)")
+        self.converter = QLineEdit(str(settings.value("converter", "") or ""))
+        self.converter.setPlaceholderText("built-in converter; or a llama.cpp checkout's convert_hf_to_gguf.py")
+        self.converter.editingFinished.connect(lambda: settings.set_value("converter", self.converter.text()))
+        form.addRow("Threads", self.threads)
+        form.addRow("Device (bitsandbytes)", self.device)
+        form.addRow("", self.keep_intermediate)
+        form.addRow("", self.requantize)
+        form.addRow("Converter", self.converter)
+        self.advanced.addWidget(adv)
+        layout.addWidget(self.advanced)
+
+        start_row = QHBoxLayout()
+        self.start = QPushButton(icon("start"), "Quantize")
+        self.start.setObjectName("Primary")
+        self.start.setToolTip("Add a job to the queue (Ctrl+Enter)")
+        self.start.clicked.connect(self.start_requested.emit)
+        self.status = muted("")
+        start_row.addWidget(self.start)
+        start_row.addWidget(self.status, 1)
+        layout.addLayout(start_row)
+        layout.addWidget(heading("Jobs"))
+        self.queue = JobQueue()
+        layout.addWidget(self.queue, 1)
+
+    def _box(self, fid: str) -> QCheckBox:
+        fmt = FORMATS[fid]
+        box = QCheckBox(fmt.label)
+        box.setToolTip(f"{fmt.label}: {fmt.bits_per_weight} bits per weight — {fmt.quality_note}")
+        self.boxes[fid] = box
+        return box
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Where to write the outputs", self.out_dir.text())
+        if folder:
+            self.out_dir.setText(folder)
+            settings.set_output_folder(folder)
+
+    def preselect(self, format_ids: list[str]) -> None:
+        """Tick what the recommendation chose; the user can change it."""
+        for fid, box in self.boxes.items():
+            box.setChecked(fid in format_ids)
+        if any(fid in MORE_TARGETS for fid in format_ids):
+            self.more.expand(animate=False)
+
+    def set_unavailable(self, hints: dict[str, str]) -> None:
+        """Disable targets whose backend is missing, saying how to install it."""
+        for fid, hint in hints.items():
+            box = self.boxes.get(fid)
+            if box is not None:
+                box.setEnabled(False)
+                box.setChecked(False)
+                box.setToolTip(hint)
+
+    def targets(self) -> list[str]:
+        return [fid for fid, box in self.boxes.items() if box.isChecked() and box.isEnabled()]
+
+    def options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if self.keep_intermediate.isChecked():
+            opts["keep_intermediate"] = True
+        if self.requantize.isChecked():
+            opts["allow_requantize"] = True
+        if self.converter.text().strip():
+            opts["converter"] = self.converter.text().strip()
+        return opts
