@@ -1,0 +1,236 @@
+"""A short model card (README.md) beside what QuantDesk produced.
+
+The card is rebuilt from the JSON sidecars of every artifact in the folder, so
+any backend (GGUF, bitsandbytes, ...) calls ``write_model_card(folder)`` after
+writing its sidecars and the card lists everything there, whoever made it.
+For GGUF files it says how to run them with llama.cpp and Ollama and writes a
+ready ``Modelfile`` carrying the chat template.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from engine.artifacts import Artifact, list_artifacts
+from engine.formats import FORMATS
+from engine.units import format_bytes
+
+CARD_NAME = "README.md"
+FALLBACK_CARD_NAME = "MODEL_CARD.md"  # when the folder already has a README.md that is not ours
+MODELFILE_NAME = "Modelfile"
+_MARKER = "<!-- quantdesk model card -->"
+_MF_MARKER = "# Modelfile written by QuantDesk"
+# Preferred file for the Modelfile's FROM line, best everyday choice first.
+_PREFERENCE = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_K_S", "Q5_K_S", "IQ4_XS", "Q4_0", "Q3_K_M", "Q2_K",
+               "F16", "BF16", "F32")
+
+
+def write_model_card(folder: Path, *, source: Path | str | None = None, chat_template: str | None = None) -> Path:
+    """Write (or rewrite) the folder's model card from its artifacts' sidecars; returns its path.
+
+    ``source`` is the model the artifacts were made from (an HF folder or a GGUF
+    file); when ``chat_template`` is None it is read from there. A README.md
+    the user wrote is never overwritten: the card then goes to MODEL_CARD.md.
+    """
+    folder = Path(folder)
+    artifacts = list_artifacts(folder)
+    if source is None and artifacts:
+        source = artifacts[0].source
+    if chat_template is None and source:
+        chat_template = read_chat_template(Path(source))
+    ggufs = [a for a in artifacts if a.format.startswith("gguf:")]
+    modelfile = None
+    if ggufs:
+        modelfile = _write_modelfile(folder, _preferred(ggufs), chat_template)
+    text = render_card(artifacts, source=source, chat_template=chat_template, modelfile=modelfile)
+    card = _card_path(folder)
+    tmp = card.with_name(card.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, card)
+    return card
+
+
+def render_card(artifacts: list[Artifact], *, source: Path | str | None, chat_template: str | None,
+                modelfile: str | None) -> str:
+    """The card's markdown; pure so it can be previewed before anything is written."""
+    name = _model_name(source, artifacts)
+    lines = [_MARKER, f"# {name}, quantized with QuantDesk", ""]
+    if source:
+        lines.append(f"- **Source:** `{source}`")
+    lines.append(f"- **Written:** {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+    versions: dict[str, str] = {}
+    for art in artifacts:
+        versions.update(art.versions)
+    for key in sorted(versions):
+        lines.append(f"- **{key}:** {versions[key]}")
+    lines += ["", "| File | Type | Size | Bits per weight | Made |", "|---|---|---|---|---|"]
+    for art in artifacts:
+        fmt = FORMATS.get(art.format)
+        label = fmt.label if fmt else art.format
+        bpw = _bits_per_weight(art)
+        lines.append(f"| `{Path(art.path).name}` | {label} | {format_bytes(art.size_bytes)} | {bpw} | "
+                     f"{art.created_at[:10] or '?'} |")
+    ggufs = [a for a in artifacts if a.format.startswith("gguf:")]
+    if ggufs:
+        first = Path(_preferred(ggufs).path).name
+        lines += [
+            "", "## Run it with llama.cpp", "", "```sh",
+            f'llama-cli -m {first} -cnv -p "You are a helpful assistant."',
+            f"llama-server -m {first} --port 8080", "```", "",
+            "Python (llama-cpp-python):", "", "```python", "from llama_cpp import Llama",
+            f'llm = Llama(model_path="{first}", n_ctx=4096)',
+            'print(llm.create_chat_completion(messages=[{"role": "user", "content": "Hello!"}]))', "```",
+        ]
+        if modelfile:
+            tag = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "model"
+            lines += [
+                "", "## Run it with Ollama", "",
+                f"A ready `{MODELFILE_NAME}` sits beside the files (it points at `{first}`; change its "
+                "`FROM` line for another type):", "", "```sh", f"ollama create {tag} -f {MODELFILE_NAME}",
+                f"ollama run {tag}", "```", "", "```", modelfile.rstrip(), "```",
+            ]
+    hf = [a for a in artifacts if not a.format.startswith("gguf:")]
+    if hf:
+        folder = Path(hf[0].path).name
+        lines += [
+            "", "## Load it with transformers", "", "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f'model = AutoModelForCausalLM.from_pretrained("{folder}", device_map="auto")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{folder}")', "```",
+        ]
+    if not chat_template:
+        lines += ["", "No chat template was found: this looks like a base model, so prompt it with plain text."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def read_chat_template(source: Path) -> str | None:
+    """The chat template of an HF folder (chat_template.jinja / tokenizer_config.json) or a GGUF file."""
+    try:
+        if source.is_dir():
+            jinja = source / "chat_template.jinja"
+            if jinja.is_file():
+                return jinja.read_text(encoding="utf-8")
+            for name in ("chat_template.json", "tokenizer_config.json"):
+                cfg = source / name
+                if cfg.is_file():
+                    value = json.loads(cfg.read_text(encoding="utf-8")).get("chat_template")
+                    if isinstance(value, list):  # named templates: take the default one
+                        value = next((t.get("template") for t in value if t.get("name") == "default"), None)
+                    if isinstance(value, str) and value:
+                        return value
+            return None
+        if source.is_file() and source.suffix.lower() == ".gguf":
+            from gguf import GGUFReader
+
+            field = GGUFReader(source).get_field("tokenizer.chat_template")
+            return str(field.contents()) if field is not None else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def ollama_template(chat_template: str | None) -> tuple[str | None, list[str], str | None]:
+    """(Go template, stop strings, default system prompt) for a Jinja chat template's family.
+
+    Ollama templates are Go templates, not Jinja; the common families are
+    recognised by their markers. Unknown families get None: Ollama then uses
+    the template stored in the GGUF's metadata.
+    """
+    if not chat_template:
+        return None, [], None
+    t = chat_template
+    if "<|im_start|>" in t:
+        system = None
+        match = re.search(r"<\|im_start\|>system\n(.+?)<\|im_end\|>", t, re.S)
+        if match and "{{" not in match.group(1) and "{%" not in match.group(1):
+            system = match.group(1).strip()
+        go = (
+            "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}"
+            "{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+            "<|im_start|>assistant\n"
+        )
+        return go, ["<|im_start|>", "<|im_end|>"], system
+    if "<|start_header_id|>" in t:
+        go = (
+            "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}"
+            "{{ range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>"
+            "{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+        )
+        return go, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], None
+    if "<start_of_turn>" in t:
+        go = (
+            "{{ range .Messages }}<start_of_turn>{{ if eq .Role \"assistant\" }}model{{ else }}{{ .Role }}"
+            "{{ end }}\n{{ .Content }}<end_of_turn>\n{{ end }}<start_of_turn>model\n"
+        )
+        return go, ["<start_of_turn>", "<end_of_turn>"], None
+    if "[INST]" in t:
+        go = (
+            "{{ range .Messages }}{{ if eq .Role \"user\" }}[INST] {{ if $.System }}{{ $.System }}\n\n{{ end }}"
+            "{{ .Content }} [/INST]{{ else }}{{ .Content }}</s>{{ end }}{{ end }}"
+        )
+        return go, ["[INST]", "[/INST]"], None
+    return None, [], None
+
+
+def render_modelfile(gguf_name: str, chat_template: str | None) -> str:
+    go, stops, system = ollama_template(chat_template)
+    lines = [_MF_MARKER, f"FROM ./{gguf_name}"]
+    if go:
+        lines.append(f'TEMPLATE """{go}"""')
+        if system:
+            lines.append(f'SYSTEM """{system}"""')
+        lines += [f'PARAMETER stop "{s}"' for s in stops]
+    else:
+        lines.append("# The chat template comes from the GGUF file's own metadata.")
+    return "\n".join(lines) + "\n"
+
+
+def _write_modelfile(folder: Path, art: Artifact, chat_template: str | None) -> str | None:
+    text = render_modelfile(Path(art.path).name, chat_template)
+    target = folder / MODELFILE_NAME
+    if target.exists():
+        try:
+            if not target.read_text(encoding="utf-8").startswith(_MF_MARKER):
+                return text  # the user's own Modelfile: show ours in the card only
+        except (OSError, UnicodeDecodeError):
+            return text
+    tmp = target.with_name(target.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, target)
+    return text
+
+
+def _card_path(folder: Path) -> Path:
+    card = folder / CARD_NAME
+    if card.exists():
+        try:
+            if not card.read_text(encoding="utf-8").startswith(_MARKER):
+                return folder / FALLBACK_CARD_NAME
+        except (OSError, UnicodeDecodeError):
+            return folder / FALLBACK_CARD_NAME
+    return card
+
+
+def _preferred(ggufs: list[Artifact]) -> Artifact:
+    rank = {name: i for i, name in enumerate(_PREFERENCE)}
+    return min(ggufs, key=lambda a: rank.get(a.format.split(":", 1)[1], len(rank)))
+
+
+def _bits_per_weight(art: Artifact) -> str:
+    measured = art.options.get("bits_per_weight") if isinstance(art.options, dict) else None
+    if isinstance(measured, (int, float)):
+        return f"{measured:.2f}"
+    fmt = FORMATS.get(art.format)
+    return f"≈{fmt.bits_per_weight:.2f}" if fmt else "?"
+
+
+def _model_name(source: Path | str | None, artifacts: list[Artifact]) -> str:
+    if source:
+        p = Path(source)
+        return p.stem if p.suffix.lower() == ".gguf" else p.name
+    return Path(artifacts[0].path).stem if artifacts else "Model"
