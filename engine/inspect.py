@@ -79,7 +79,10 @@ class ModelInfo:
 
     @property
     def name(self) -> str:
-        return Path(self.path).name if self.kind != "config" else Path(self.path).parent.name or self.path
+        p = Path(self.path)
+        if self.kind == "config" and p.name == "config.json":
+            return p.parent.name or str(p)
+        return p.stem if p.is_file() else p.name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,157 @@
+"""How big a model becomes in a format, and how much memory it needs at a context length.
+
+Public API:
+
+- ``context_for(model, ctx=None) -> int``: 4096 by default, never more than the model's own
+- ``weights_bytes(model, fmt) -> int``: the file (or folder) size in that format
+- ``kv_cache_bytes(model, n_ctx) -> int``
+- ``overhead_bytes(model, fmt, n_ctx, device) -> int``: runtime buffers beyond weights and KV cache
+- ``estimate(model, fmt, n_ctx, device) -> Estimate``: all of the above, with the peak
+- ``gguf_gpu_layers(model, fmt, n_ctx, vram_bytes) -> int``: layers llama.cpp can put on a small GPU
+
+Deliberate simplifications (estimates, good to a few percent on Llama-style models):
+
+- GGUF: every weight at the type's published average bits per weight (llama.cpp's
+  figures for Llama-3-8B already average the higher-precision output and embedding
+  tensors); metadata and tokenizer are ignored.
+- bitsandbytes, FP8, AWQ, GPTQ: the decoder layers at the format's bits per weight,
+  the token embedding and the output head kept in 16-bit as those methods do.
+- KV cache in 16-bit (llama.cpp's and transformers' default); sliding-window layers
+  hold only their window; MoE models count every expert (all must be in memory).
+- Overhead: llama.cpp's compute buffer for one 512-token micro-batch (logits,
+  attention scores, activations) plus a process/CUDA-context allowance;
+  transformers' activations for a full-context prefill plus a CUDA-context and
+  allocator allowance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from engine.errors import QuantDeskError
+from engine.formats import Format
+from engine.inspect import ModelInfo
+
+DEFAULT_CONTEXT = 4096
+KV_BYTES_PER_ELEMENT = 2  # f16 cache
+LLAMA_UBATCH = 512  # llama.cpp's default micro-batch
+MiB = 1024**2
+
+_BASE_OVERHEAD = {  # process + runtime allowance, by (runtime, device)
+    ("gguf", "cuda"): 400 * MiB,  # CUDA context and cuBLAS workspace
+    ("gguf", "cpu"): 100 * MiB,
+    ("hf", "cuda"): 600 * MiB,  # torch's CUDA context and caching allocator
+    ("hf", "cpu"): 500 * MiB,  # libtorch and transformers in RAM
+}
+_ALLOCATOR_SLACK = 0.03  # torch's caching allocator fragmentation, share of the weights
+
+
+@dataclass
+class Estimate:
+    format: str
+    device: str  # "cuda" | "cpu"
+    context: int
+    size_bytes: int
+    kv_cache_bytes: int
+    overhead_bytes: int
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.size_bytes + self.kv_cache_bytes + self.overhead_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "peak_bytes": self.peak_bytes}
+
+
+def context_for(model: ModelInfo, ctx: int | None = None) -> int:
+    """The context to plan for: ``ctx`` or 4096, never above what the model was trained for."""
+    if ctx is not None and ctx < 1:
+        raise QuantDeskError(f"The context must be at least 1 token (got {ctx}); try --ctx 4096.")
+    wanted = ctx if ctx is not None else DEFAULT_CONTEXT
+    return min(wanted, model.context_length) if model.context_length else wanted
+
+
+def _embedding_params(model: ModelInfo) -> int:
+    if not model.vocab_size or not model.hidden_size:
+        return 0
+    tables = 1 if model.tied_embeddings else 2
+    return min(model.parameters, tables * model.vocab_size * model.hidden_size)
+
+
+def weights_bytes(model: ModelInfo, fmt: Format) -> int:
+    """Size of the weights in ``fmt``; see the module notes for what is simplified."""
+    if fmt.family == "gguf" or fmt.id == "hf:fp16":
+        return int(model.parameters * fmt.bits_per_weight / 8)
+    embed = _embedding_params(model)
+    return int((model.parameters - embed) * fmt.bits_per_weight / 8 + embed * 2)
+
+
+def kv_cache_bytes(model: ModelInfo, n_ctx: int, bytes_per_element: int = KV_BYTES_PER_ELEMENT) -> int:
+    """2 (K and V) × layers × kv_heads × head_dim × tokens × bytes; sliding layers keep their window."""
+    if not model.layers or not model.kv_heads or not model.head_dim:
+        return 0
+    per_token_layer = 2 * model.kv_heads * model.head_dim * bytes_per_element
+    sliding = min(model.sliding_window_layers, model.layers) if model.sliding_window else 0
+    window = min(n_ctx, model.sliding_window or n_ctx)
+    return per_token_layer * ((model.layers - sliding) * n_ctx + sliding * window)
+
+
+def overhead_bytes(model: ModelInfo, fmt: Format, n_ctx: int, device: str) -> int:
+    """Runtime memory beyond weights and KV cache: compute buffers and the runtime itself."""
+    hidden = model.hidden_size or 0
+    inter = model.intermediate_size or 4 * hidden
+    vocab = model.vocab_size or 0
+    heads = model.attention_heads or 0
+    runtime = "gguf" if fmt.family == "gguf" else "hf"
+    base = _BASE_OVERHEAD[(runtime, "cuda" if device == "cuda" else "cpu")]
+    if runtime == "gguf":
+        ub = min(LLAMA_UBATCH, n_ctx)
+        compute = ub * 4 * (vocab + 4 * hidden + inter + heads * n_ctx)  # f32 logits, scores, activations
+        return base + compute
+    activations = n_ctx * 2 * (4 * hidden + 2 * inter)  # one full-context prefill in 16-bit
+    return base + activations + int(_ALLOCATOR_SLACK * weights_bytes(model, fmt))
+
+
+def estimate(model: ModelInfo, fmt: Format, n_ctx: int, device: str = "cuda") -> Estimate:
+    return Estimate(
+        format=fmt.id,
+        device=device,
+        context=n_ctx,
+        size_bytes=weights_bytes(model, fmt),
+        kv_cache_bytes=kv_cache_bytes(model, n_ctx),
+        overhead_bytes=overhead_bytes(model, fmt, n_ctx, device),
+    )
+
+
+@dataclass
+class Split:
+    """A GGUF model with ``gpu_layers`` of its layers on the GPU and the rest on the CPU."""
+
+    gpu_layers: int
+    layers: int
+    gpu_bytes: int
+    cpu_bytes: int
+
+
+def gguf_split(model: ModelInfo, fmt: Format, n_ctx: int, vram_bytes: int, headroom: float = 0.9) -> Split:
+    """How many repeating layers llama.cpp can offload into ``vram_bytes`` (``-ngl``), and the memory each side.
+
+    Each offloaded layer carries its weights and its share of the KV cache; the GPU
+    also holds the compute buffer. The embedding and output tensors stay on the CPU
+    until every layer is offloaded.
+    """
+    layers = model.layers or 1
+    size = weights_bytes(model, fmt)
+    outer = int(_embedding_params(model) * fmt.bits_per_weight / 8)
+    per_layer = (size - outer) / layers + kv_cache_bytes(model, n_ctx) / layers
+    gpu_fixed = overhead_bytes(model, fmt, n_ctx, "cuda")
+    room = vram_bytes * headroom - gpu_fixed
+    n = max(0, min(layers, int(room // per_layer))) if per_layer > 0 else layers
+    gpu_bytes = int(n * per_layer + (gpu_fixed if n else 0))
+    cpu_bytes = int(outer + (layers - n) * per_layer + _BASE_OVERHEAD[("gguf", "cpu")])
+    return Split(n, layers, gpu_bytes, cpu_bytes)
+
+
+def gguf_gpu_layers(model: ModelInfo, fmt: Format, n_ctx: int, vram_bytes: int) -> int:
+    return gguf_split(model, fmt, n_ctx, vram_bytes).gpu_layers
