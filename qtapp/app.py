@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -40,7 +41,7 @@ def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None
 def _report_first_paint(app) -> None:
     print(f"first_paint_s {time.time() - _T0:.4f}", flush=True)
     heavy = [m for m in ("torch", "transformers", "llama_cpp") if m in sys.modules]
-    print(f"heavy_modules_at_first_paint {heavy}", flush=True)
+    print(f"heavy_modules_at_first_paint {json.dumps(heavy)}", flush=True)
     app.quit()
 
 

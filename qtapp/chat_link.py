@@ -12,36 +12,35 @@ from typing import Any
 from engine.jobs import CancelToken
 
 
-class ChatSlot:
-    """The model loaded for one pane; switching models frees the previous one."""
+class PaneChat:
+    """The engine's ChatSlot for one pane, plus which model and device it holds."""
 
     def __init__(self) -> None:
-        self.chat: Any = None
+        from engine.chat.factory import ChatSlot
+
+        self.slot = ChatSlot()
         self.key: tuple[str, str] | None = None
 
     def reply_work(self, key: tuple[str, str], prompt: str, system: str, sampling: dict[str, Any]):
-        """Work for the bridge: (re)load when the model or device changed, then stream the reply."""
+        """Work for the bridge: switch when the model or device changed, then stream the reply."""
 
         def work(cancel: CancelToken):
-            from engine.chat import open_chat
-            from engine.chat.base import Sampling
+            from engine.chat import Sampling
 
             settings = Sampling(**sampling)
-            if self.chat is None or self.key != key:
-                self.close()
-                self.chat = open_chat(Path(key[0]), device=key[1])
-                yield from self.chat.load(cancel)
+            if self.slot.chat is None or self.key != key:
+                self.key = None
+                yield from self.slot.switch(Path(key[0]), cancel, device=key[1])
                 self.key = key
-            self.chat.system_prompt = system or None
-            reply = yield from self.chat.send(prompt, settings, cancel)
+            self.slot.chat.system_prompt = system or None
+            reply = yield from self.slot.chat.send(prompt, settings, cancel)
             return reply
 
         return work
 
     def close(self) -> None:
-        chat, self.chat, self.key = self.chat, None, None
-        if chat is not None:
-            chat.close()
+        self.key = None
+        self.slot.close()
 
 
 def stats_line(reply: Any) -> str:

@@ -46,7 +46,7 @@ class JobController(QObject):
             source=session.model_path,
             targets=[get_format(t) for t in targets],
             out_dir=out_dir,
-            threads=view.threads.value(),
+            threads=view.threads.value() or None,
             device=view.device.currentText(),
             options=view.options(),
         )

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.jobs import cpu_threads
 from qtapp.assets import icon
 from qtapp.controller import JobController
 from qtapp.session import Session
@@ -60,7 +59,7 @@ class MainWindow(QMainWindow):
         self.banner = Banner()
         self.tabs = QTabWidget()
         self.recommendation = RecommendationView()
-        self.quantize = QuantizeView(cpu_threads())
+        self.quantize = QuantizeView()
         self.chat = ChatView()
         self.results = ResultsView()
         self.tabs.addTab(self.recommendation, "Recommendation")

@@ -40,6 +40,8 @@ class Session(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.machine: dict[str, Any] = {}
+        self._machine_obj: Any = None  # engine MachineInfo, handed back to the engine
+        self._info_obj: Any = None  # engine ModelInfo
         self.model_path: Path | None = None
         self.model_info: dict[str, Any] = {}
         self.recommendation: dict[str, Any] = {}
@@ -73,11 +75,12 @@ class Session(QObject):
         if not self.machine:
             self.track(self._machine_task)
 
-    def _machine_ready(self, machine: dict[str, Any]) -> None:
-        first = not self.machine
-        self.machine = machine
-        self.machine_changed.emit(machine)
-        if first and self.model_info:
+    def _machine_ready(self, machine: Any) -> None:
+        first = self._machine_obj is None
+        self._machine_obj = machine
+        self.machine = as_dict(machine)
+        self.machine_changed.emit(self.machine)
+        if first and self._info_obj is not None:
             self.recommend()
 
     # --- model ------------------------------------------------------------
@@ -85,10 +88,11 @@ class Session(QObject):
         path = Path(path).expanduser()
         self.model_path = path
         self.model_info = {}
+        self._info_obj = None
         self.recommendation = {}
         self.model_loading.emit(path)
         self.track(run_in_background(
-            lambda _c: as_dict(_inspect(path)),
+            lambda _c: _inspect(path),
             done=lambda info, p=path: self._opened(p, info),
             failed=lambda msg, p=path: self._failed(p, msg),
             parent=self,
@@ -103,12 +107,13 @@ class Session(QObject):
         self.error.emit("")  # clear
         self.track(run_in_background(work, done=self.open_model, failed=self.error.emit, parent=self))
 
-    def _opened(self, path: Path, info: dict[str, Any]) -> None:
+    def _opened(self, path: Path, info: Any) -> None:
         if path != self.model_path:
             return
-        self.model_info = info
+        self._info_obj = info
+        self.model_info = as_dict(info)
         settings.remember_model(path)
-        self.model_opened.emit(path, info)
+        self.model_opened.emit(path, self.model_info)
         self.recommend()
 
     def _failed(self, path: Path, message: str) -> None:
@@ -124,11 +129,11 @@ class Session(QObject):
         self.recommend()
 
     def recommend(self) -> None:
-        if self.model_path is None or not self.model_info:
-            return
-        path, ctx = self.model_path, self.context
+        if self.model_path is None or self._info_obj is None or self._machine_obj is None:
+            return  # runs again when both have arrived
+        path, ctx, info, machine = self.model_path, self.context, self._info_obj, self._machine_obj
         self.track(run_in_background(
-            lambda _c: as_dict(_recommend(path, ctx)),
+            lambda _c: _recommend(info, machine, ctx),
             done=lambda rec, p=path: self._recommended(p, rec),
             failed=self.error.emit,
             parent=self,
@@ -143,14 +148,10 @@ class Session(QObject):
 
 # --- engine calls (run on worker threads) -----------------------------------
 
-def _detect_machine(_cancel) -> dict[str, Any]:
+def _detect_machine(_cancel) -> Any:
     from engine.hardware import detect_machine
 
-    return detect_machine(settings_output_folder()).to_dict()
-
-
-def settings_output_folder() -> str:
-    return settings.output_folder()
+    return detect_machine(settings.output_folder())
 
 
 def _inspect(path: Path):
@@ -159,10 +160,13 @@ def _inspect(path: Path):
     return inspect_model(path)
 
 
-def _recommend(path: Path, context: int):
-    from engine.recommend import recommend_for_path
+def _recommend(info: Any, machine: Any, context: int) -> dict[str, Any]:
+    from engine.recommend import recommend, situation_text
 
-    return recommend_for_path(path, context=context)
+    rec = recommend(info, machine, context)
+    data = rec.to_dict()
+    data["summary"] = situation_text(rec.situation, info, machine)
+    return data
 
 
 def _find_choices(_cancel) -> tuple[Path | None, list[tuple[str, Path]]]:

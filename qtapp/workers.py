@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QElapsedTimer, QObject, QThread, QThreadPool, Signal
-from superqt.utils import create_worker
 
 from engine.errors import JobCancelled, QuantDeskError
 from engine.jobs import CancelToken
@@ -83,6 +82,9 @@ class Task(QObject):
         return self._worker is not None and self.outcome is None
 
     def start(self) -> Task:
+        # superqt loads in ~0.5 s; the first task starts after the first paint.
+        from superqt.utils import create_worker
+
         worker = create_worker(_drive, self._work, self.token, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self.progress.emit)
         worker.returned.connect(self._finish)

@@ -19,11 +19,10 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from superqt import QCollapsible
 
 from qtapp.assets import icon
 from qtapp.views.chat_pane import ChatPane
-from qtapp.views.widgets import heading
+from qtapp.views.widgets import Foldable, heading
 
 
 class ChatView(QWidget):
@@ -41,7 +40,7 @@ class ChatView(QWidget):
         self.system = QLineEdit()
         self.system.setPlaceholderText("System prompt (optional), e.g. “You are a concise assistant.”")
         layout.addWidget(self.system)
-        self.sampling_box = QCollapsible("Sampling")
+        self.sampling_box = Foldable("Sampling")
         sampling = QWidget()
         form = QFormLayout(sampling)
         self.temperature = _double(0.0, 2.0, 0.0, 0.05)

@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QTextBrowser, QVBoxLayout, QWidget
 
-from qtapp.chat_link import ChatSlot, stats_line
+from qtapp.chat_link import PaneChat, stats_line
 from qtapp.workers import Outcome, Task
 
 _PATH_ROLE = Qt.ItemDataRole.UserRole
@@ -38,7 +38,7 @@ class ChatPane(QWidget):
         self.transcript.setObjectName("Transcript")
         self.transcript.setOpenExternalLinks(False)
         layout.addWidget(self.transcript, 1)
-        self.slot = ChatSlot()
+        self.slot = PaneChat()
         self._task: Task | None = None
         self._reply = ""
 

@@ -19,13 +19,12 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from superqt import QCollapsible
 
 from engine.formats import FORMATS
 from qtapp import settings
 from qtapp.assets import icon
 from qtapp.views.jobs import JobQueue
-from qtapp.views.widgets import heading, muted
+from qtapp.views.widgets import Foldable, heading, muted
 
 MAIN_TARGETS = ("gguf:Q4_K_M", "gguf:Q5_K_M", "gguf:Q6_K", "gguf:Q8_0", "hf:bnb-int8", "hf:bnb-nf4")
 MORE_TARGETS = ("gguf:Q4_K_S", "gguf:Q5_K_S", "gguf:Q3_K_M", "gguf:Q2_K", "gguf:IQ4_XS", "gguf:Q4_0",
@@ -35,7 +34,7 @@ MORE_TARGETS = ("gguf:Q4_K_S", "gguf:Q5_K_S", "gguf:Q3_K_M", "gguf:Q2_K", "gguf:
 class QuantizeView(QWidget):
     start_requested = Signal()
 
-    def __init__(self, default_threads: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
         layout = QVBoxLayout(self)
         layout.addWidget(heading("Quantize"))
@@ -46,7 +45,7 @@ class QuantizeView(QWidget):
             grid.addWidget(self._box(fid), i // 3, i % 3)
         layout.addLayout(grid)
 
-        self.more = QCollapsible("More formats")
+        self.more = Foldable("More formats")
         more = QWidget()
         more_grid = QGridLayout(more)
         more_grid.setContentsMargins(0, 0, 0, 0)
@@ -65,12 +64,13 @@ class QuantizeView(QWidget):
         out.addWidget(browse)
         layout.addLayout(out)
 
-        self.advanced = QCollapsible("Advanced options")
+        self.advanced = Foldable("Advanced options")
         adv = QWidget()
         form = QFormLayout(adv)
         self.threads = QSpinBox()
-        self.threads.setRange(1, 256)
-        self.threads.setValue(settings.threads(default_threads))
+        self.threads.setRange(0, 256)
+        self.threads.setSpecialValueText("auto (physical cores)")
+        self.threads.setValue(settings.threads(0))
         self.threads.valueChanged.connect(settings.set_threads)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda"])
@@ -118,7 +118,7 @@ class QuantizeView(QWidget):
         for fid, box in self.boxes.items():
             box.setChecked(fid in format_ids)
         if any(fid in MORE_TARGETS for fid in format_ids):
-            self.more.expand(animate=False)
+            self.more.expand()
 
     def set_unavailable(self, hints: dict[str, str]) -> None:
         """Disable targets whose backend is missing, saying how to install it."""

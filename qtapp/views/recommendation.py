@@ -89,23 +89,24 @@ class RecommendationView(QWidget):
         self.options = list(rec.get("options") or [])
         if rec.get("context"):
             self.set_context(rec["context"])
-        budget = rec.get("budget_bytes") or rec.get("memory_bytes")
-        self.summary.setText(rec.get("summary") or (
-            f"{len(self.options)} options for a context of {self.context.value():,} tokens"
-            + (f", against {format_bytes(budget)} of usable memory." if budget else ".")))
+        machine = rec.get("machine") or {}
+        lines = [rec.get("summary") or "", *(rec.get("notes") or [])]
+        self.summary.setText(" ".join(line for line in lines if line))
         self.table.blockSignals(True)
         self.table.setRowCount(len(self.options))
         for row, opt in enumerate(self.options):
             fmt = FORMATS.get(opt.get("format", ""))
-            label = fmt.label if fmt else opt.get("format", "")
+            label = opt.get("label") or (fmt.label if fmt else opt.get("format", ""))
             cells = [label, format_bytes(opt.get("size_bytes")), format_bytes(opt.get("peak_bytes")),
                      str(opt.get("device", "")), None, _why(opt)]
             for col, text in enumerate(cells):
                 if text is not None:
                     item = QTableWidgetItem(text)
                     item.setToolTip(text)
+                    if opt.get("available") is False:
+                        item.setForeground(self.palette().placeholderText())
                     self.table.setItem(row, col, item)
-            self.table.setCellWidget(row, 4, _fit_bar(opt, budget))
+            self.table.setCellWidget(row, 4, _fit_bar(opt, _budget(opt, machine)))
         self.table.blockSignals(False)
         self.table.resizeRowsToContents()
         if self.options:
@@ -122,10 +123,16 @@ class RecommendationView(QWidget):
             self.chosen.emit(chosen)
 
 
+def _budget(opt: dict[str, Any], machine: dict[str, Any]) -> int | None:
+    """The memory the option is measured against: RAM, VRAM, or both for a split."""
+    ram, vram = machine.get("ram_total_bytes") or 0, machine.get("vram_total_bytes") or 0
+    return {"cpu": ram, "cuda": vram, "split": ram + vram}.get(opt.get("device", ""), 0) or None
+
+
 def _why(opt: dict[str, Any]) -> str:
     why = str(opt.get("why", ""))
     hint = opt.get("install_hint")
-    return f"{why} {hint}".strip() if hint else why
+    return f"{why} {hint}" if hint and hint not in why else why
 
 
 def _fit_bar(opt: dict[str, Any], budget: int | None) -> QProgressBar:
@@ -136,6 +143,7 @@ def _fit_bar(opt: dict[str, Any], budget: int | None) -> QProgressBar:
     # Without a budget from the engine the bar is a full coloured badge.
     bar.setValue(min(100, int(100 * peak / budget)) if budget else 100)
     bar.setFormat(FIT_TEXT.get(fit, fit))
+    bar.setToolTip(f"peak {format_bytes(peak)}" + (f" of {format_bytes(budget)}" if budget else ""))
     bar.setTextVisible(True)
     bar.setProperty("fit", fit)
     bar.setMinimumWidth(110)

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from qtapp.assets import icon
 
@@ -91,3 +100,40 @@ class Banner(QFrame):
     def dismiss(self) -> None:
         self.hide()
         self.closed.emit()
+
+
+class Foldable(QWidget):
+    """A titled section that opens on click: options most people never need stay folded away.
+
+    (superqt's QCollapsible does this too, but importing superqt costs half a second
+    before the first paint.)
+    """
+
+    def __init__(self, title: str) -> None:
+        super().__init__()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        self.toggle = QToolButton()
+        self.toggle.setText(title)
+        self.toggle.setCheckable(True)
+        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.toggle.setAutoRaise(True)
+        self.toggle.toggled.connect(self._toggled)
+        layout.addWidget(self.toggle)
+        self.body = QWidget()
+        self.body_layout = QVBoxLayout(self.body)
+        self.body_layout.setContentsMargins(18, 0, 0, 0)
+        self.body.hide()
+        layout.addWidget(self.body)
+
+    def addWidget(self, widget: QWidget) -> None:  # noqa: N802 - Qt's naming
+        self.body_layout.addWidget(widget)
+
+    def expand(self) -> None:
+        self.toggle.setChecked(True)
+
+    def _toggled(self, on: bool) -> None:
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.body.setVisible(on)

@@ -1,0 +1,77 @@
+"""The real window, driven with qtbot: open, recommend, quantize, chat, cancel, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _open(qtbot, window, path: Path) -> None:
+    window.open_model(path)
+    qtbot.waitUntil(lambda: not window.session.busy and window.session.model_path == path, timeout=60_000)
+
+
+def test_not_a_model_shows_the_cli_sentence(qtbot, main_window, tmp_path):
+    pictures = tmp_path / "holiday"
+    pictures.mkdir()
+    (pictures / "beach.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a picture")
+    main_window.open_model(pictures)
+    qtbot.waitUntil(main_window.banner.isVisible, timeout=30_000)
+    cli = subprocess.run([sys.executable, "-m", "engine", "inspect", str(pictures)],
+                         capture_output=True, text=True)
+    assert cli.returncode != 0
+    sentence = cli.stderr.strip().removeprefix("quantdesk: error: ")
+    assert sentence and "\n" not in sentence
+    assert main_window.banner.text.text() == sentence
+    assert main_window.session.model_path is None
+
+
+def test_open_quantize_q8_and_chat(qtbot, main_window, smollm2_dir, tmp_path):
+    window = main_window
+    _open(qtbot, window, smollm2_dir)
+    rec = window.recommendation
+    qtbot.waitUntil(lambda: rec.table.rowCount() > 0, timeout=30_000)
+    assert rec.selected_formats() == [rec.options[0]["format"]]
+    assert window.quantize.targets() == [f for f in [rec.options[0]["format"]] if window.quantize.boxes.get(f)
+                                         and window.quantize.boxes[f].isEnabled()]
+
+    window.tabs.setCurrentWidget(window.quantize)
+    window.quantize.preselect(["gguf:Q8_0"])
+    window.quantize.start.click()
+    queue = window.quantize.queue
+    row = queue.rows[-1]
+    qtbot.waitUntil(lambda: row.state.text() in ("done", "failed", "cancelled"), timeout=180_000)
+    assert row.state.text() == "done", row.step.text()
+    out = tmp_path / "out" / f"{smollm2_dir.name}-Q8_0.gguf"
+    assert out.is_file()
+    assert row.chat_btn.isVisible() and row.folder_btn.isVisible() and row.eval_btn.isVisible()
+    qtbot.waitUntil(lambda: any(Path(r["path"]) == out for r in window.results.rows), timeout=30_000)
+
+    row.chat_btn.click()
+    pane = window.chat.left
+    qtbot.waitUntil(lambda: pane.current_model() == out, timeout=30_000)
+    window.chat.prompt.setText("What is the capital of France?")
+    window.chat.send_btn.click()
+    qtbot.waitUntil(lambda: "Paris" in pane.reply_text(), timeout=120_000)
+    qtbot.waitUntil(lambda: not pane.busy, timeout=60_000)
+    assert "Paris" in pane.transcript.toPlainText()
+    assert "tokens/s" in pane.transcript.toPlainText()
+
+
+def test_cancel_leaves_nothing(qtbot, main_window, smollm2_dir, tmp_path):
+    window = main_window
+    _open(qtbot, window, smollm2_dir)
+    window.quantize.preselect(["gguf:Q4_K_M"])
+    window.quantize.start.click()
+    row = window.quantize.queue.rows[-1]
+    qtbot.waitUntil(lambda: row.bar.value() > 0 or row.step.text() != "", timeout=120_000)
+    row.cancel_btn.click()
+    qtbot.waitUntil(lambda: not window.quantize.queue.busy, timeout=30_000)
+    assert row.state.text() == "cancelled"
+    out = tmp_path / "out"
+    assert not out.exists() or list(out.iterdir()) == []
