@@ -1,0 +1,218 @@
+"""The decision tree of DESIGN.md, branch by branch, through the planning overrides."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from engine.errors import QuantDeskError
+from engine.formats import FORMATS
+from engine.hardware import Overrides, apply_overrides, detect_machine
+from engine.inspect import inspect_model
+from engine.recommend import recommend
+
+
+@pytest.fixture(scope="module")
+def here():
+    return detect_machine()
+
+
+@pytest.fixture(scope="module")
+def plan(here):
+    """plan(model, ctx=None, **overrides): a recommendation on a planned machine (64 GiB RAM unless said)."""
+
+    def run(model, ctx=None, **overrides):
+        overrides.setdefault("ram", "64GiB")
+        return recommend(model, apply_overrides(here, Overrides(**overrides)), ctx)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def llama2(model_config):
+    return inspect_model(model_config("llama-2-7b"))
+
+
+@pytest.fixture(scope="module")
+def llama3_70b(model_config):
+    return inspect_model(model_config("llama-3-70b"))
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_dir):
+    return inspect_model(smollm2_dir)
+
+
+def _bits(option) -> float:
+    return FORMATS[option.format].bits_per_weight
+
+
+def test_gpu_twice_fp16_keeps_fp16(plan, llama2):
+    rec = plan(llama2, vram="32GiB")
+    assert rec.situation == "gpu-roomy" and rec.best.format == "hf:fp16"
+    assert rec.best.device == "cuda" and rec.best.fit == "fits" and rec.best.available
+    assert "twice the FP16 size" in rec.best.why
+
+
+def test_gpu_about_fp16_size_gets_int8(plan, llama2):
+    rec = plan(llama2, vram="20GiB")
+    assert rec.situation == "gpu-fp16-size" and rec.best.format == "hf:bnb-int8"
+    assert rec.best.fit == "fits"
+
+
+def test_gpu_below_fp16_gets_4bit(plan, llama2):
+    rec = plan(llama2, vram="8GiB")
+    assert rec.situation == "gpu-4bit"
+    assert _bits(rec.best) < 5 and rec.best.fit in ("fits", "tight")
+    assert rec.best.format in ("hf:bnb-nf4", "gguf:Q4_K_M", "hf:awq-4bit", "hf:gptq-4bit")
+    # INT8 needs more than 8 GiB with a 4096-token cache: it sinks to the bottom.
+    int8 = next(o for o in rec.options if o.format == "hf:bnb-int8")
+    assert int8.fit == "no" and rec.options[-1].format == "hf:bnb-int8"
+
+
+def test_awq_gptq_wait_behind_formats_quantdesk_can_make(plan, llama2):
+    rec = plan(llama2, vram="8GiB")
+    order = [o.format for o in rec.options]
+    for fid in ("hf:awq-4bit", "hf:gptq-4bit"):
+        opt = rec.options[order.index(fid)]
+        assert not opt.available and opt.install_hint == "Not available in QuantDesk yet."
+        assert order.index(fid) > order.index("hf:bnb-nf4")
+
+
+def test_tiny_gpu_offloads_part_of_a_gguf(plan, llama2):
+    rec = plan(llama2, vram="2GiB", ram="16GiB")
+    assert rec.situation == "gpu-tiny"
+    assert rec.best.format == "gguf:Q4_K_M" and rec.best.device == "split"
+    assert 0 < rec.best.gpu_layers < 32 and rec.best.layers == 32
+    assert f"{rec.best.gpu_layers} of 32 layers fit on the GPU" in rec.best.why
+
+
+def test_no_gpu_gets_q4_k_m(plan, llama2):
+    rec = plan(llama2, cpu_only=True, ram="16GiB")
+    assert rec.situation == "cpu"
+    assert [o.format for o in rec.options[:3]] == ["gguf:Q4_K_M", "gguf:Q5_K_M", "gguf:Q6_K"]
+    assert all(o.device == "cpu" for o in rec.options)
+    assert "Fastest on the CPU" in rec.best.why
+
+
+def test_cpu_only_overrides_a_planned_gpu(plan, llama2):
+    assert plan(llama2, gpu="H100", cpu_only=True).situation == "cpu"
+
+
+def test_hopper_gets_fp8_for_llama3_70b(plan, llama3_70b):
+    rec = plan(llama3_70b, gpu="H100")
+    assert rec.best.format == "hf:fp8" and rec.best.device == "cuda" and rec.best.fit in ("fits", "tight")
+    assert not rec.best.available and "Not available in QuantDesk yet" in rec.best.why
+    assert "Hopper" in rec.best.why
+
+
+def test_hopper_with_room_keeps_fp16_then_fp8(plan, llama2):
+    rec = plan(llama2, gpu="H100")
+    assert [o.format for o in rec.options[:2]] == ["hf:fp16", "hf:fp8"]
+
+
+def test_fp8_needs_ada_or_newer(plan, llama2):
+    assert "hf:fp8" not in [o.format for o in plan(llama2, gpu="T4", vram="32GiB").options]
+    ada = [o.format for o in plan(llama2, gpu="RTX 4090", vram="32GiB").options]
+    assert "hf:fp8" in ada and ada[0] == "hf:fp16"
+
+
+def test_70b_on_a_4090_splits_a_4bit_gguf(plan, llama3_70b):
+    rec = plan(llama3_70b, gpu="RTX 4090")
+    assert rec.situation == "gpu-tiny" and rec.best.device == "split" and _bits(rec.best) < 5
+
+
+def test_small_model_on_cpu_avoids_4bit(plan, smollm2):
+    rec = plan(smollm2, cpu_only=True)
+    assert _bits(rec.best) >= 5 and rec.best.format == "gguf:Q8_0"
+    order = [o.format for o in rec.options]
+    assert order.index("gguf:Q6_K") < order.index("gguf:Q4_K_M")
+    q4 = rec.options[order.index("gguf:Q4_K_M")]
+    assert "4-bit hurts small models" in q4.why
+
+
+def test_small_model_on_a_small_gpu_avoids_4bit(plan, smollm2):
+    rec = plan(smollm2, vram="300MiB")
+    assert rec.situation in ("gpu-fp16-size", "gpu-4bit")
+    assert _bits(rec.options[0]) >= 5
+
+
+def test_unfitting_options_sink_but_tree_order_stays(plan, llama3_70b):
+    rec = plan(llama3_70b, cpu_only=True, ram="40GiB")
+    fits = [o.fit != "no" for o in rec.options]
+    assert fits == sorted(fits, reverse=True)
+    assert rec.best.fit in ("fits", "tight") and rec.best.format != "gguf:Q4_K_M"
+    q4 = next(o for o in rec.options if o.format == "gguf:Q4_K_M")
+    assert q4.fit == "no" and "Does not fit" in q4.why
+
+
+def test_nothing_fits_says_what_to_do(plan, llama3_70b):
+    rec = plan(llama3_70b, cpu_only=True, ram="8GiB")
+    assert all(o.fit == "no" for o in rec.options)
+    assert rec.best.format == "gguf:Q4_K_M"
+    assert any("smaller model" in n for n in rec.notes)
+
+
+def test_tight_fit(plan, llama2):
+    rec = plan(llama2, vram="8GiB")
+    q6 = next(o for o in rec.options if o.format == "gguf:Q6_K")
+    assert q6.fit == "tight" and "Fits tightly" in q6.why
+
+
+def test_context_defaults_caps_and_costs(plan, llama2, tiny_dir):
+    assert plan(llama2, vram="8GiB").context == 4096
+    capped = plan(llama2, 100_000, vram="8GiB")
+    assert capped.context == 4096 and any("trained for 4096" in n for n in capped.notes)
+    assert plan(inspect_model(tiny_dir), cpu_only=True).context == 2048
+    short = plan(llama2, 512, vram="8GiB")
+    long = plan(llama2, 4096, vram="8GiB")
+    assert short.best.peak_bytes < long.best.peak_bytes
+    with pytest.raises(QuantDeskError):
+        plan(llama2, 0)
+
+
+def test_backends_say_how_to_install(plan, llama2):
+    rec = plan(llama2, vram="32GiB")
+    fp16 = next(o for o in rec.options if o.format == "hf:fp16")
+    assert fp16.available and fp16.install_hint is None
+    for o in rec.options:
+        assert o.available or o.install_hint, o.format
+        if o.install_hint:
+            assert o.install_hint in o.why
+
+
+def test_gguf_input_only_requantizes(plan, tiny_gguf):
+    rec = plan(inspect_model(tiny_gguf), cpu_only=True)
+    assert rec.options and all(o.format.startswith("gguf:") for o in rec.options)
+
+
+def test_unconvertible_architecture_has_no_gguf(plan, model_config, tmp_path):
+    cfg = json.loads(model_config("llama-2-7b").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "architectures": ["NoSuchModelForCausalLM"]}))
+    rec = plan(inspect_model(tmp_path), cpu_only=True)
+    for o in rec.options:
+        if o.format.startswith("gguf:"):
+            assert not o.available and "converter does not support" in o.install_hint
+
+
+def test_cpu_only_llama_build_is_noted(here, llama2):
+    machine = replace(apply_overrides(here, Overrides(vram="8GiB", ram="64GiB")), llama_gpu_offload=False)
+    rec = recommend(llama2, machine)
+    assert any("CMAKE_ARGS" in n for n in rec.notes)
+    gguf_on_gpu = next(o for o in rec.options if o.format.startswith("gguf:") and o.device == "cuda")
+    assert "CUDA build of llama.cpp" in gguf_on_gpu.why
+
+
+def test_config_only_plan_says_download(plan, llama2):
+    assert any("download the weights" in n for n in plan(llama2, vram="8GiB").notes)
+
+
+def test_to_dict_contract(plan, llama2):
+    d = json.loads(json.dumps(plan(llama2, vram="8GiB").to_dict()))
+    assert d["context"] == 4096 and d["options"]
+    for o in d["options"]:
+        assert {"format", "size_bytes", "peak_bytes", "device", "fit", "why"} <= set(o)
+        assert o["device"] in ("cuda", "cpu", "split") and o["fit"] in ("fits", "tight", "no")
+        assert o["format"] in FORMATS and o["peak_bytes"] > o["size_bytes"] > 0
