@@ -58,7 +58,21 @@ def supported_architectures(converter: Path | None = None) -> frozenset[str]:
 
 
 def is_supported(architecture: str, converter: Path | None = None) -> bool:
-    return architecture in supported_architectures(converter)
+    # The registry map alone answers for almost every model and parses two files, not ninety.
+    return architecture in _mapped_architectures(converter) or architecture in supported_architectures(converter)
+
+
+@lru_cache(maxsize=8)
+def _mapped_architectures(converter: Path | None = None) -> frozenset[str]:
+    """Architectures named in the script itself or in ``conversion/__init__.py`` (TEXT_MODEL_MAP)."""
+    script = resolve_converter(converter)
+    names: set[str] = set()
+    for source in (script, script.parent / "conversion" / "__init__.py"):
+        try:
+            names |= _architectures_in(ast.parse(source.read_text(encoding="utf-8")))
+        except (OSError, SyntaxError, UnicodeDecodeError):
+            continue
+    return frozenset(names)
 
 
 def _architectures_in(tree: ast.AST) -> set[str]:

@@ -24,6 +24,7 @@ FALLBACK_CARD_NAME = "MODEL_CARD.md"  # when the folder already has a README.md 
 MODELFILE_NAME = "Modelfile"
 _MARKER = "<!-- quantdesk model card -->"
 _MF_MARKER = "# Modelfile written by QuantDesk"
+_VERSION_LABELS = {"quantdesk": "QuantDesk", "converter": "Converter", "llama.cpp": "llama.cpp"}
 # Preferred file for the Modelfile's FROM line, best everyday choice first.
 _PREFERENCE = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_K_S", "Q5_K_S", "IQ4_XS", "Q4_0", "Q3_K_M", "Q2_K",
                "F16", "BF16", "F32")
@@ -66,7 +67,7 @@ def render_card(artifacts: list[Artifact], *, source: Path | str | None, chat_te
     for art in artifacts:
         versions.update(art.versions)
     for key in sorted(versions):
-        lines.append(f"- **{key}:** {versions[key]}")
+        lines.append(f"- **{_VERSION_LABELS.get(key, key)}:** {versions[key]}")
     lines += ["", "| File | Type | Size | Bits per weight | Made |", "|---|---|---|---|---|"]
     for art in artifacts:
         fmt = FORMATS.get(art.format)

@@ -57,6 +57,11 @@ def backend_for(fmt: Format) -> Backend:
     for backend in _REGISTRY.values():
         if fmt.id in backend.formats:
             return backend
+    if fmt.needs_imatrix:
+        raise QuantDeskError(
+            f"{fmt.label} needs an importance matrix, which QuantDesk cannot compute yet; "
+            "choose IQ4_XS, Q3_K_M or Q2_K instead."
+        )
     raise QuantDeskError(
         f"QuantDesk cannot produce {fmt.label} yet; choose a GGUF type or bnb-int8 / bnb-nf4."
     )

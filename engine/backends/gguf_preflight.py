@@ -1,0 +1,268 @@
+"""Everything a GGUF job can check before a byte is written, and the plan it then follows.
+
+The disk and memory probes are plain functions here, and a request can pass
+its own (``options["free_bytes"]``, ``options["available_ram"]``) so a test or
+the GUI can simulate a small disk without filling one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.backends.base import QuantizeRequest
+from engine.errors import QuantDeskError
+from engine.formats import FORMATS, Format
+from engine.fsutil import part_path
+from engine.inspect import ModelInfo, inspect_model, read_safetensors_header
+from engine.units import format_bytes
+
+FULL_PRECISION = ("F32", "F16", "BF16")
+_MIB = 1024**2
+_CONVERTER_BASE_RAM = 700 * _MIB  # python + torch + transformers, measured on the converter
+_METADATA_BYTES = 16 * _MIB  # vocabulary and header per file, generously
+
+
+@dataclass
+class Output:
+    """One GGUF file the job writes: first as ``part``, renamed to ``final`` once verified."""
+
+    format: Format
+    final: Path
+
+    @property
+    def part(self) -> Path:
+        return part_path(self.final)
+
+    @property
+    def type(self) -> str:
+        return self.format.name
+
+
+@dataclass
+class GgufPlan:
+    source: Path
+    kind: str  # "hf" (convert first) or "gguf" (quantize directly)
+    model_name: str
+    info: ModelInfo
+    out_dir: Path
+    input_type: str  # the intermediate's type for "hf", the input file's type for "gguf"
+    intermediate: Output | None  # the conversion output, for "hf" sources
+    keep_intermediate: bool
+    quantize: list[Output]  # outputs made by llama_model_quantize
+    converter: Path | None
+    requantize: bool
+    threads: int
+    quant_options: dict[str, Any] = field(default_factory=dict)
+    needed_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list[Output]:
+        """What the user gets, in order: the intermediate first when it is kept."""
+        keep = [self.intermediate] if self.intermediate is not None and self.keep_intermediate else []
+        return keep + self.quantize
+
+
+def disk_free_bytes(folder: Path) -> int:
+    """Free bytes on the disk that holds ``folder`` (or would hold it, once created)."""
+    return shutil.disk_usage(_nearest_existing(folder)).free
+
+
+def available_ram_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def output_name(model_name: str, type_name: str) -> str:
+    return f"{model_name}-{type_name}.gguf"
+
+
+def model_name_of(source: Path) -> str:
+    """``smollm2`` for a folder; ``foo`` for ``foo-F16.gguf`` (a trailing type is dropped)."""
+    if source.is_dir():
+        return source.name
+    stem = source.stem
+    names = sorted((f.name for f in FORMATS.values() if f.family == "gguf"), key=len, reverse=True)
+    pattern = r"[-_.](" + "|".join(re.escape(n) for n in names) + r")$"
+    return re.sub(pattern, "", stem, flags=re.I) or stem
+
+
+def plan_job(request: QuantizeRequest, targets: list[Format]) -> GgufPlan:
+    """Check the request and work out every file; raises QuantDeskError, writes nothing."""
+    opts = request.options
+    for fmt in targets:
+        if fmt.needs_imatrix:
+            raise QuantDeskError(
+                f"{fmt.label} needs an importance matrix, which QuantDesk cannot compute yet; "
+                "choose IQ4_XS, Q3_K_M or Q2_K instead."
+            )
+    source = Path(request.source).expanduser()
+    info = inspect_model(source)
+    out_dir = Path(request.out_dir).expanduser()
+    name = model_name_of(source)
+    converter: Path | None = None
+    warnings: list[str] = []
+    requantize = bool(opts.get("requantize"))
+    if info.kind == "gguf":
+        kind = "gguf"
+        input_type = (info.dtype or "?").upper()
+        if input_type not in FULL_PRECISION:
+            if not requantize:
+                raise QuantDeskError(
+                    f"{source.name} is already quantized ({input_type}); quantizing it again loses quality, "
+                    "so start from the F16/BF16 GGUF or the Hugging Face model, or pass --requantize to do it anyway."
+                )
+            warnings.append(
+                f"Requantizing {input_type} to another type stacks two losses of quality; "
+                "the result is worse than quantizing the original model."
+            )
+        intermediate = None
+    else:
+        kind = "hf"
+        converter = _check_convertible(source, info, opts.get("converter"))
+        input_type = "BF16" if (info.dtype or "").lower() == "bf16" else "F16"
+        intermediate = Output(FORMATS[f"gguf:{input_type}"], out_dir / output_name(name, input_type))
+    keep = bool(opts.get("keep_intermediate"))
+    quantize: list[Output] = []
+    for fmt in targets:
+        if intermediate is not None and fmt.name == input_type:
+            keep = True  # the intermediate is itself a requested output
+            continue
+        quantize.append(Output(fmt, out_dir / output_name(name, fmt.name)))
+    for out in quantize + ([intermediate] if intermediate else []):
+        if out.final.resolve() == source.resolve():
+            raise QuantDeskError(
+                f"The output {out.final.name} would overwrite the source; choose another output folder."
+            )
+    plan = GgufPlan(
+        source=source, kind=kind, model_name=name, info=info, out_dir=out_dir, input_type=input_type,
+        intermediate=intermediate, keep_intermediate=keep, quantize=quantize, converter=converter,
+        requantize=requantize, threads=int(request.threads or 0), quant_options=_quant_options(opts),
+        warnings=warnings,
+    )
+    check_output_folder(out_dir)
+    plan.needed_bytes = _needed_bytes(plan)
+    free = _probe(opts, "free_bytes", disk_free_bytes)(out_dir)
+    if plan.needed_bytes > free:
+        raise QuantDeskError(
+            f"Not enough free disk space in {out_dir}: this job needs about {format_bytes(plan.needed_bytes)} "
+            f"but only {format_bytes(free)} is free; free some space or choose another output folder."
+        )
+    if kind == "hf":
+        need_ram = _conversion_ram(source, info)
+        have_ram = _probe(opts, "available_ram", available_ram_bytes)()
+        if need_ram > have_ram:
+            raise QuantDeskError(
+                f"Converting {name} needs about {format_bytes(need_ram)} of free memory but only "
+                f"{format_bytes(have_ram)} is available; close other programs and try again."
+            )
+    return plan
+
+
+def check_output_folder(folder: Path) -> None:
+    """Raise unless ``folder`` exists writable or can be created; leaves no trace either way."""
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise QuantDeskError(
+            f"Cannot create the output folder {folder}: {existing} is a file, not a folder; choose another folder."
+        )
+    try:
+        probe = tempfile.mkdtemp(prefix=".quantdesk-probe-", dir=existing)
+        os.rmdir(probe)
+    except OSError as err:
+        where = "is not writable" if existing == folder else f"cannot be created ({err.strerror})"
+        raise QuantDeskError(f"The output folder {folder} {where}; choose another folder.") from None
+
+
+def _check_convertible(source: Path, info: ModelInfo, converter_opt: Any) -> Path:
+    from engine.gguf_converter import is_supported, resolve_converter
+
+    converter = resolve_converter(converter_opt) if converter_opt else None
+    if info.kind == "config":
+        raise QuantDeskError(
+            f"{source} has a config.json but no weights; download the model's .safetensors files too."
+        )
+    if not info.architecture:
+        raise QuantDeskError(
+            f"{source / 'config.json'} names no architecture; download the model's original config.json."
+        )
+    if not is_supported(info.architecture, converter):
+        raise QuantDeskError(
+            f"llama.cpp's converter does not know the architecture {info.architecture}, so it cannot be "
+            "converted to GGUF; point --converter at a newer llama.cpp checkout if it supports it."
+        )
+    if not info.has_tokenizer:
+        raise QuantDeskError(
+            f"{source} has no tokenizer (tokenizer.json or tokenizer.model); copy the tokenizer files "
+            "from the original model into the folder and try again."
+        )
+    return resolve_converter(converter)
+
+
+def _quant_options(opts: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"pure": bool(opts.get("pure"))}
+    for key in ("output_tensor_type", "token_embedding_type"):
+        value = opts.get(key)
+        if value:
+            out[key] = ggml_type_id(str(value))
+    return out
+
+
+def ggml_type_id(name: str) -> int:
+    """'q8_0' / 'Q6_K' / 'f16' -> the ggml type number llama.cpp expects."""
+    from gguf import GGMLQuantizationType
+
+    try:
+        return int(GGMLQuantizationType[name.strip().upper()])
+    except KeyError:
+        valid = ", ".join(t.name.lower() for t in GGMLQuantizationType if not t.name.startswith("IQ"))
+        raise QuantDeskError(f"Unknown tensor type '{name}'; use one of {valid}.") from None
+
+
+def _needed_bytes(plan: GgufPlan) -> int:
+    params = max(1, plan.info.parameters)
+    total = 0
+    if plan.intermediate is not None:
+        total += params * 2 + _METADATA_BYTES
+    for out in plan.quantize:
+        total += int(params * out.format.bits_per_weight / 8 * 1.05) + _METADATA_BYTES
+    return total
+
+
+def _conversion_ram(source: Path, info: ModelInfo) -> int:
+    """Lazy conversion holds a few tensors at a time, in float32, beside the libraries."""
+    largest = 0
+    for name in info.weight_files:
+        path = source / name
+        if path.suffix != ".safetensors":
+            continue
+        for key, tensor in read_safetensors_header(path).items():
+            if key == "__metadata__" or not isinstance(tensor, dict):
+                continue
+            n = 1
+            for dim in tensor.get("shape", []):
+                n *= int(dim)
+            largest = max(largest, n)
+    if not largest:
+        largest = info.parameters // max(1, (info.layers or 1) * 4)
+    return _CONVERTER_BASE_RAM + 4 * largest * 4
+
+
+def _probe(opts: dict[str, Any], key: str, default: Callable[..., int]) -> Callable[..., int]:
+    probe = opts.get(key)
+    return probe if callable(probe) else default
+
+
+def _nearest_existing(folder: Path) -> Path:
+    p = Path(folder).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p

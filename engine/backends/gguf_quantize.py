@@ -1,0 +1,125 @@
+"""GGUF → smaller GGUF with llama.cpp's own quantizer (``llama_model_quantize``), in a child process.
+
+This is the code of ``llama-quantize``, called through llama-cpp-python's C
+API. It has no cancel hook and no progress callback, so it runs in a child
+(cancel = end the child) and progress is read from llama.cpp's log: one line
+per tensor, ``[  12/ 272] blk.0.ffn_up.weight - [...], type = bf16, converting
+to q4_K .. size = 1.69 MiB -> 0.49 MiB``, arriving in pieces.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from collections.abc import Callable
+from typing import Any
+
+from engine.errors import QuantDeskError
+from engine.jobs import ChildReporter
+
+_TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
+_SIZES = re.compile(r"size\s*=\s*([0-9.]+)\s*MiB(?:\s*->\s*([0-9.]+)\s*MiB)?")
+_MIB = 1024**2
+_KEEP_ALIVE: list[Any] = []  # ctypes callbacks handed to llama.cpp
+
+
+class LogLines:
+    """Joins llama.cpp's log pieces into whole lines and hands each one on."""
+
+    def __init__(self, on_line: Callable[[int, str], None]) -> None:
+        self._on_line = on_line
+        self._buffer = ""
+        self._level = 0
+        self.errors: list[str] = []
+
+    def feed(self, level: int, piece: str) -> None:
+        if level != 5:  # GGML_LOG_LEVEL_CONT continues the previous line's level
+            self._level = level
+        self._buffer += piece
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            if self._level == 4:  # GGML_LOG_LEVEL_ERROR
+                self.errors.append(line.strip())
+            self._on_line(self._level, line)
+
+
+def parse_tensor_line(line: str) -> dict[str, Any] | None:
+    """``{"index", "count", "name", "mib_in", "mib_out"}`` for a per-tensor line, else None."""
+    match = _TENSOR_LINE.match(line.strip())
+    if not match:
+        return None
+    sizes = _SIZES.search(line)
+    mib_in = float(sizes.group(1)) if sizes else 0.0
+    mib_out = float(sizes.group(2)) if sizes and sizes.group(2) else mib_in
+    return {"index": int(match.group(1)), "count": int(match.group(2)), "name": match.group(3),
+            "mib_in": mib_in, "mib_out": mib_out}
+
+
+def quantize_worker(reporter: ChildReporter, jobs: list[dict[str, Any]], threads: int,
+                    options: dict[str, Any], metadata: dict[str, str]) -> list[dict[str, Any]]:
+    """Child entry point: quantize each ``{"src", "dst", "ftype", "type", "requantize"}`` in turn.
+
+    Sends ``tensor`` messages while working and ``output`` when a file is done,
+    so the parent can verify it while the next one is made.
+    """
+    from engine.backends.gguf_child import child_setup
+
+    child_setup()
+    import llama_cpp
+
+    current: dict[str, Any] = {}
+    done_bytes = [0.0]
+
+    def on_line(level: int, line: str) -> None:
+        info = parse_tensor_line(line)
+        if info is None:
+            return
+        done_bytes[0] += info["mib_in"] * _MIB
+        reporter.send("tensor", job=current.get("i", 0), bytes_done=int(done_bytes[0]), **info)
+
+    lines = LogLines(on_line)
+
+    @llama_cpp.llama_log_callback
+    def log_callback(level: int, text: bytes, _user: Any) -> None:
+        lines.feed(int(level), text.decode("utf-8", errors="replace"))
+
+    # llama.cpp keeps only the raw pointer: this reference must outlive every quantize call.
+    _KEEP_ALIVE.append(log_callback)
+    llama_cpp.llama_log_set(log_callback, ctypes.c_void_p(0))
+    kv = _kv_overrides(llama_cpp, metadata)
+    results = []
+    for i, job in enumerate(jobs):
+        current["i"] = i
+        done_bytes[0] = 0.0
+        reporter.send("start", job=i, type=job["type"])
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = int(job["ftype"])
+        params.nthread = int(threads or 0)
+        params.allow_requantize = bool(job.get("requantize"))
+        params.pure = bool(options.get("pure"))
+        if options.get("output_tensor_type") is not None:
+            params.output_tensor_type = int(options["output_tensor_type"])
+        if options.get("token_embedding_type") is not None:
+            params.token_embedding_type = int(options["token_embedding_type"])
+        params.kv_overrides = ctypes.cast(kv, ctypes.POINTER(llama_cpp.llama_model_kv_override))
+        lines.errors.clear()
+        rc = llama_cpp.llama_model_quantize(job["src"].encode(), job["dst"].encode(), ctypes.byref(params))
+        if rc != 0:
+            detail = "; ".join(lines.errors[-2:]) or f"return code {rc}"
+            raise QuantDeskError(
+                f"llama.cpp could not quantize to {job['type']} ({detail}); check free disk space and the input file."
+            )
+        reporter.send("output", job=i, type=job["type"], path=job["dst"])
+        results.append({"type": job["type"], "path": job["dst"]})
+    return results
+
+
+def _kv_overrides(llama_cpp: Any, metadata: dict[str, str]) -> Any:
+    """Provenance strings as llama.cpp KV overrides, ended by an empty key as it expects."""
+    items = list(metadata.items())
+    arr = (llama_cpp.llama_model_kv_override * (len(items) + 1))()
+    for slot, (key, value) in zip(arr, items, strict=False):
+        slot.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
+        slot.key = key.encode()[:127]
+        slot.value.val_str = value.encode()[:127]
+    return arr
