@@ -35,9 +35,9 @@ env_step=yes
 dry_run=no
 exec_path=""
 
-say() { printf '%s\n' "$*"; }
-die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+script=install.sh
+# shellcheck source=packaging/install-common.sh
+. packaging/install-common.sh
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -61,10 +61,6 @@ case "$(uname -s)" in
   Darwin) die "this is the Linux installer; on a Mac run packaging/install-macos.sh" ;;
   *) die "this is the Linux installer; on Windows run packaging/install-windows.ps1 in PowerShell" ;;
 esac
-
-run() {  # run a command, or only show it with --dry-run
-  if [ "$dry_run" = yes ]; then say "  would run: $*"; else "$@"; fi
-}
 
 # --- which builds ------------------------------------------------------------------------------
 
@@ -145,43 +141,16 @@ choose_builds() {  # sets gpu and why
   fi
 }
 
-label() { [ "$1" = cuda ] && echo "CUDA (NVIDIA GPU)" || echo "CPU"; }
-
 # --- the environment ---------------------------------------------------------------------------
 
-stamp() { printf '%s/.installed-%s\n' "$venv" "$1"; }  # the same stamp the Makefile keeps
-
-up_to_date() {  # the environment already has these builds and nothing it depends on changed since
-  local s
-  s=$(stamp "$1")
-  [ -x "$venv/bin/quantdesk" ] && [ -f "$s" ] || return 1
-  [ ! pyproject.toml -nt "$s" ] && [ ! constraints.txt -nt "$s" ] && [ ! packaging/setup_venv.sh -nt "$s" ]
-}
-
-other_build() {  # the builds the environment has now, when they differ from $1
-  local s name
-  for s in "$venv"/.installed-*; do
-    [ -e "$s" ] || continue
-    name=${s##*/.installed-}
-    if [ "$name" != "$1" ]; then printf '%s\n' "$name"; return 0; fi
-  done
-  return 1
-}
-
 check_prerequisites() {
-  command -v "$python" >/dev/null 2>&1 || die "Python 3.10 or newer is needed; install python3 (e.g. sudo apt install python3 python3-venv)."
-  "$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
-    || die "$("$python" -V 2>&1) is too old; QuantDesk needs Python 3.10 or newer (PYTHON=python3.12 packaging/install.sh picks another)."
-  "$python" -c 'import ensurepip, venv' 2>/dev/null \
-    || die "Python's venv module is missing; install it (e.g. sudo apt install python3-venv) and run this again."
+  check_python "install it (e.g. sudo apt install python3 python3-venv)."
   command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 || command -v clang++ >/dev/null 2>&1 \
     || die "a C++ compiler is needed to build llama-cpp-python; install one (e.g. sudo apt install build-essential)."
   if [ "$gpu" = cuda ] && ! find_nvcc >/dev/null; then
     die "the CUDA builds need the CUDA compiler nvcc; install the CUDA toolkit (e.g. sudo apt install nvidia-cuda-toolkit), or use: packaging/install.sh --cpu"
   fi
 }
-
-is_venv() { [ -f "$1/pyvenv.cfg" ]; }
 
 install_env() {
   choose_builds
@@ -192,25 +161,8 @@ install_env() {
   else
     say "  To use the CUDA builds instead (NVIDIA GPU with the CUDA toolkit): packaging/install.sh --cuda"
   fi
-  if up_to_date "$gpu"; then
-    say "The environment in $venv already has these builds and is up to date; leaving it as it is."
-    return
-  fi
-  local previous
-  if previous=$(other_build "$gpu"); then
-    is_venv "$venv" || die "$venv does not look like a Python environment; move it away and run this again."
-    say "Switching $venv from the $(label "$previous") builds to the $(label "$gpu") builds: recreating it."
-    run rm -rf "$venv"
-  fi
-  check_prerequisites
-  say "Installing into $venv (the first time takes a while: llama-cpp-python is compiled, about 6 minutes on two cores) ..."
-  run env GPU="$gpu" PYTHON="$python" bash packaging/setup_venv.sh "$venv"
-  run rm -f "$venv"/.installed-*
-  run touch "$(stamp "$gpu")"
-  if [ "$dry_run" = no ]; then
-    "$venv/bin/quantdesk" --version >/dev/null || die "the environment was built but quantdesk does not start; see the messages above."
-    say "Installed $("$venv/bin/quantdesk" --version) with the $(label "$gpu") builds in $venv."
-  fi
+  up_to_date "$gpu" || check_prerequisites
+  prepare_env "$gpu"
 }
 
 # --- the menu entry ----------------------------------------------------------------------------
@@ -234,13 +186,16 @@ install_desktop() {
     say "  would write $entry (starts $target) and $icon"
     return
   fi
-  mkdir -p "$apps_dir" "$icon_dir"
-  printf '%s\n' "$rendered" > "$entry.part"
-  if command -v desktop-file-validate >/dev/null 2>&1 && ! desktop-file-validate "$entry.part" >&2; then
-    rm -f "$entry.part"
+  local check
+  check=$(mktemp -d)
+  printf '%s\n' "$rendered" > "$check/quantdesk.desktop"
+  if command -v desktop-file-validate >/dev/null 2>&1 && ! desktop-file-validate "$check/quantdesk.desktop" >&2; then
+    rm -rf "$check"
     die "the menu entry did not validate (see above); nothing was installed for it."
   fi
-  mv -f "$entry.part" "$entry"
+  mkdir -p "$apps_dir" "$icon_dir"
+  cp -f "$check/quantdesk.desktop" "$entry.part" && mv -f "$entry.part" "$entry"
+  rm -rf "$check"
   cp -f resources/icons/quantdesk.svg "$icon.part" && mv -f "$icon.part" "$icon"
   refresh_menus
   say "Added QuantDesk to the applications menu: $entry (icon: $icon)."
@@ -254,27 +209,18 @@ refresh_menus() {
 }
 
 uninstall() {
-  local removed=no done_verb=Removed
-  [ "$dry_run" = no ] || done_verb="Would remove"
+  local removed=no f
   for f in "$entry" "$icon"; do
     if [ -e "$f" ]; then run rm -f "$f"; removed=yes; fi
   done
-  if [ "$removed" = yes ]; then
-    [ "$dry_run" = yes ] || refresh_menus
-    say "$done_verb the menu entry and icon."
-  else
+  if [ "$removed" = no ]; then
     say "No QuantDesk menu entry was installed; nothing to remove there."
+  elif [ "$dry_run" = no ]; then
+    refresh_menus
+    say "Removed the menu entry and icon."
   fi
-  if [ "$env_step" = yes ]; then
-    if [ -e "$venv" ]; then
-      is_venv "$venv" || die "$venv does not look like a Python environment; leaving it alone."
-      run rm -rf "$venv"
-      say "$done_verb the environment $venv."
-    else
-      say "No environment at $venv; nothing to remove there."
-    fi
-  fi
-  say "Your models and settings were kept (QuantDesk's data folder, e.g. ~/.local/share/quantdesk); remove them yourself if you want them gone."
+  if [ "$env_step" = yes ]; then remove_env; fi
+  say_data_kept "${XDG_DATA_HOME:-~/.local/share}/quantdesk"
 }
 
 if [ "$action" = uninstall ]; then

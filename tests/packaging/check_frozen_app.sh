@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Build the frozen app and check it from a shell where the project's virtual environment is not
+# active (env -i, a minimal PATH, a fresh HOME, a folder outside the checkout). Slow (a build takes
+# several minutes), so it is not part of `make test`. Run from the checkout:
+#
+#   tests/packaging/check_frozen_app.sh             build with packaging/build-app.sh, then check
+#   tests/packaging/check_frozen_app.sh --no-build  check the dist/quantdesk/ that is there
+#
+# Checks: `quantdesk --version`; `doctor --json` is JSON and finds the bundled llama.cpp;
+# `inspect` reads a Hugging Face folder and a GGUF file; `gui --screenshot shot.png` under
+# QT_QPA_PLATFORM=offscreen writes a PNG of the window. Prints the bundle's size and start-up times.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+build=yes
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) build=no ;;
+    *) echo "check_frozen_app.sh: unknown option '$arg'" >&2; exit 2 ;;
+  esac
+done
+[ "$build" = no ] || packaging/build-app.sh
+
+app="$root/dist/quantdesk/quantdesk"
+[ -x "$app" ] || { echo "FAIL: $app is missing; run packaging/build-app.sh" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
+pass() { echo "ok:   $*"; }
+
+# Outside the venv: nothing inherited but a minimal PATH and a throw-away HOME.
+clean() { (cd "$work" && env -i HOME="$work/home" PATH=/usr/bin:/bin "$@"); }
+mkdir -p "$work/home"
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+json_check() {  # json_check FILE PYTHON-EXPRESSION-ON-d: the system Python reads the JSON, not the venv's
+  /usr/bin/env -i PATH=/usr/bin:/bin python3 - "$1" "$2" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+sys.exit(0 if eval(sys.argv[2]) else 1)
+PY
+}
+
+if out=$(clean "$app" --version) && [[ "$out" == "quantdesk "* ]]; then pass "--version: $out"; else fail "--version printed '$out'"; fi
+
+t0=$(now)
+if clean "$app" doctor --json > "$work/doctor.json" 2> "$work/doctor.err"; then
+  t_doctor=$(elapsed "$t0" "$(now)")
+  if json_check "$work/doctor.json" 'isinstance(d, dict) and d.get("llama_gpu_offload") is not None'; then
+    pass "doctor --json in ${t_doctor} s (JSON; bundled llama.cpp found)"
+  else
+    fail "doctor --json is not the expected JSON (or llama.cpp was not found in the bundle):"; head -c 2000 "$work/doctor.json" >&2
+  fi
+else
+  fail "doctor --json exited non-zero:"; cat "$work/doctor.err" >&2
+fi
+
+hf_model="$root/tests/.models/tiny"
+if [ -f "$hf_model/config.json" ]; then
+  if clean "$app" inspect --json "$hf_model" > "$work/inspect-hf.json" 2> "$work/inspect-hf.err" \
+     && json_check "$work/inspect-hf.json" 'd.get("architecture") == "LlamaForCausalLM" and d.get("parameters", 0) > 0'; then
+    pass "inspect $hf_model"
+  else
+    fail "inspect of a Hugging Face folder:"; cat "$work/inspect-hf.json" "$work/inspect-hf.err" >&2
+  fi
+else
+  echo "skip: no test model at $hf_model (it is built by the test suite's fixtures)"
+fi
+
+gguf=$(find "$root/dist/quantdesk" -name '*.gguf' -print -quit)
+if [ -n "$gguf" ] && clean "$app" inspect --json "$gguf" > "$work/inspect-gguf.json" 2> "$work/inspect-gguf.err" \
+   && json_check "$work/inspect-gguf.json" 'd.get("kind") == "gguf" and d.get("parameters", 0) > 0'; then
+  pass "inspect $(basename "$gguf") (the GGUF reader inside the bundle)"
+else
+  fail "inspect of a GGUF file ($gguf):"; cat "$work/inspect-gguf.json" "$work/inspect-gguf.err" >&2 2>/dev/null || true
+fi
+
+t0=$(now)
+if clean env QT_QPA_PLATFORM=offscreen "$app" gui --screenshot shot.png > "$work/gui.out" 2>&1; then
+  t_gui=$(elapsed "$t0" "$(now)")
+  if [ "$(head -c 8 "$work/shot.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ] \
+     && [ "$(stat -c %s "$work/shot.png")" -gt 2000 ]; then
+    pass "gui --screenshot shot.png in ${t_gui} s ($(stat -c %s "$work/shot.png") bytes of PNG)"
+    [ -z "${KEEP_SHOT:-}" ] || cp "$work/shot.png" "$KEEP_SHOT"
+  else
+    fail "gui --screenshot did not write a PNG"
+  fi
+else
+  fail "gui --screenshot exited non-zero:"; cat "$work/gui.out" >&2
+fi
+
+echo "bundle: $(du -sh dist/quantdesk | cut -f1) in dist/quantdesk/"
+if [ "$failures" -gt 0 ]; then
+  echo "$failures check(s) failed." >&2
+  exit 1
+fi
+echo "The frozen app works outside the virtual environment."
