@@ -21,7 +21,12 @@ class JobController(QObject):
         self.w = window
         queue = window.quantize.queue
         queue.job_finished.connect(self._job_finished)
-        queue.on_progress.append(lambda _e: None)
+
+    def check_targets(self) -> None:
+        """Grey out targets whose backend is missing here, with the engine's install hint."""
+        ids = list(self.w.quantize.boxes)
+        self.w.session.track(run_in_background(lambda _c: _target_hints(ids),
+                                               done=self.w.quantize.set_unavailable, parent=self))
 
     @property
     def out_dir(self) -> Path:
@@ -121,3 +126,19 @@ def _library(source: Path, out_dir: Path) -> list[dict[str, Any]]:
             row.update(art.evaluation or {})
             rows.append(row)
     return rows
+
+
+def _target_hints(format_ids: list[str]) -> dict[str, str]:
+    from engine.backends import backend_for
+    from engine.errors import QuantDeskError
+    from engine.formats import FORMATS
+
+    hints: dict[str, str] = {}
+    for fid in format_ids:
+        try:
+            hint = backend_for(FORMATS[fid]).install_hint()
+        except QuantDeskError as err:
+            hint = str(err)
+        if hint:
+            hints[fid] = hint
+    return hints

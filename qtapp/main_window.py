@@ -193,6 +193,7 @@ class MainWindow(QMainWindow):
 
     def _after_first_paint(self) -> None:
         self.session.start()
+        self.jobs.check_targets()
         if self._initial_model is not None:
             self.open_model(self._initial_model)
         self.started = True

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import QCoreApplication, QElapsedTimer, QObject, QThread, QThreadPool, Signal
+from PySide6.QtCore import QElapsedTimer, QEventLoop, QObject, QThreadPool, QTimer, Signal
 
 from engine.errors import JobCancelled, QuantDeskError
 from engine.jobs import CancelToken
@@ -136,12 +136,16 @@ def active_tasks() -> list[Task]:
 
 
 def wait_until(predicate: Callable[[], bool], timeout_ms: int) -> bool:
-    """Keep the event loop turning until ``predicate()`` or the timeout; for screenshots and quitting."""
+    """Run a local event loop until ``predicate()`` or the timeout; for screenshots and quitting."""
+    if predicate():
+        return True
+    loop = QEventLoop()
     clock = QElapsedTimer()
     clock.start()
-    while not predicate():
-        if clock.elapsed() > timeout_ms:
-            return False
-        QCoreApplication.processEvents()
-        QThread.msleep(10)
-    return True
+    poll = QTimer()
+    poll.setInterval(20)
+    poll.timeout.connect(lambda: (predicate() or clock.elapsed() > timeout_ms) and loop.quit())
+    poll.start()
+    loop.exec()
+    poll.stop()
+    return predicate()

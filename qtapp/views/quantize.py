@@ -76,14 +76,29 @@ class QuantizeView(QWidget):
         self.device.addItems(["auto", "cpu", "cuda"])
         self.keep_intermediate = QCheckBox("Keep the intermediate GGUF (BF16/F16)")
         self.requantize = QCheckBox("Allow re-quantizing an already quantized GGUF (loses quality)")
+        self.pure = QCheckBox("Pure: every tensor in the chosen type (no k-quant mixture)")
+        self.output_type = _type_combo()
+        self.embedding_type = _type_combo()
         self.converter = QLineEdit(str(settings.value("converter", "") or ""))
-        self.converter.setPlaceholderText("built-in converter; or a llama.cpp checkout's convert_hf_to_gguf.py")
+        self.converter.setPlaceholderText("built-in; or a llama.cpp checkout's convert_hf_to_gguf.py")
         self.converter.editingFinished.connect(lambda: settings.set_value("converter", self.converter.text()))
+        self.nf4_type = QComboBox()
+        self.nf4_type.addItems(["nf4", "fp4"])
+        self.compute_dtype = QComboBox()
+        self.compute_dtype.addItems(["bf16", "fp16", "fp32"])
+        self.double_quant = QCheckBox("Double quantization (smaller, same quality)")
+        self.double_quant.setChecked(True)
         form.addRow("Threads", self.threads)
-        form.addRow("Device (bitsandbytes)", self.device)
         form.addRow("", self.keep_intermediate)
         form.addRow("", self.requantize)
-        form.addRow("Converter", self.converter)
+        form.addRow("", self.pure)
+        form.addRow("GGUF output tensor type", self.output_type)
+        form.addRow("GGUF token embedding type", self.embedding_type)
+        form.addRow("GGUF converter", self.converter)
+        form.addRow("bitsandbytes device", self.device)
+        form.addRow("bitsandbytes 4-bit type", self.nf4_type)
+        form.addRow("bitsandbytes compute dtype", self.compute_dtype)
+        form.addRow("", self.double_quant)
         self.advanced.addWidget(adv)
         layout.addWidget(self.advanced)
 
@@ -133,11 +148,24 @@ class QuantizeView(QWidget):
         return [fid for fid, box in self.boxes.items() if box.isChecked() and box.isEnabled()]
 
     def options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {}
-        if self.keep_intermediate.isChecked():
-            opts["keep_intermediate"] = True
-        if self.requantize.isChecked():
-            opts["allow_requantize"] = True
+        """The engine's QuantizeRequest options, as the CLI's flags would set them."""
+        opts: dict[str, Any] = {
+            "keep_intermediate": self.keep_intermediate.isChecked(),
+            "requantize": self.requantize.isChecked(),
+            "pure": self.pure.isChecked(),
+            "bnb_quant_type": self.nf4_type.currentText(),
+            "bnb_compute_dtype": self.compute_dtype.currentText(),
+            "bnb_double_quant": self.double_quant.isChecked(),
+        }
+        for key, combo in (("output_tensor_type", self.output_type), ("token_embedding_type", self.embedding_type)):
+            if combo.currentIndex() > 0:
+                opts[key] = combo.currentText()
         if self.converter.text().strip():
             opts["converter"] = self.converter.text().strip()
         return opts
+
+
+def _type_combo() -> QComboBox:
+    combo = QComboBox()
+    combo.addItems(["default", "q8_0", "q6_K", "q5_K", "q4_K", "f16", "bf16"])
+    return combo

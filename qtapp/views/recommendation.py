@@ -59,8 +59,8 @@ class RecommendationView(QWidget):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
         layout.addWidget(self.table, 1)
-        self.hint = muted("The best option is selected. Select others (Ctrl+click) to quantize several at once; "
-                          "the Quantize tab follows your selection.")
+        self.hint = muted("Best first. The Quantize tab starts with the three best options that fit; "
+                          "select rows here (Ctrl+click for several) to choose others.")
         layout.addWidget(self.hint)
         self.options: list[dict[str, Any]] = []
         self._debounce = QTimer(self, singleShot=True, interval=300)
@@ -111,7 +111,10 @@ class RecommendationView(QWidget):
         self.table.resizeRowsToContents()
         if self.options:
             self.table.selectRow(0)
-        self._selection_changed()
+        # The Quantize tab starts with the three best options that fit and can be made here.
+        usable = [o["format"] for o in self.options if o.get("available", True) and o.get("fit") != "no"]
+        if usable:
+            self.chosen.emit(usable[:3])
 
     def selected_formats(self) -> list[str]:
         rows = sorted({i.row() for i in self.table.selectedIndexes()})

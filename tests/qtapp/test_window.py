@@ -36,9 +36,10 @@ def test_open_quantize_q8_and_chat(qtbot, main_window, smollm2_dir, tmp_path):
     _open(qtbot, window, smollm2_dir)
     rec = window.recommendation
     qtbot.waitUntil(lambda: rec.table.rowCount() > 0, timeout=30_000)
-    assert rec.selected_formats() == [rec.options[0]["format"]]
-    assert window.quantize.targets() == [f for f in [rec.options[0]["format"]] if window.quantize.boxes.get(f)
-                                         and window.quantize.boxes[f].isEnabled()]
+    best = rec.options[0]["format"]
+    assert rec.selected_formats() == [best]
+    assert rec.table.cellWidget(0, 4).text() in ("fits", "tight", "does not fit")
+    assert best in window.quantize.targets()  # the Quantize tab starts from the recommendation
 
     window.tabs.setCurrentWidget(window.quantize)
     window.quantize.preselect(["gguf:Q8_0"])
@@ -63,15 +64,36 @@ def test_open_quantize_q8_and_chat(qtbot, main_window, smollm2_dir, tmp_path):
     assert "tokens/s" in pane.transcript.toPlainText()
 
 
-def test_cancel_leaves_nothing(qtbot, main_window, smollm2_dir, tmp_path):
-    window = main_window
-    _open(qtbot, window, smollm2_dir)
-    window.quantize.preselect(["gguf:Q4_K_M"])
+def _start_and_wait_for_tensors(qtbot, window, source: Path, target: str):
+    _open(qtbot, window, source)
+    window.quantize.preselect([target])
     window.quantize.start.click()
     row = window.quantize.queue.rows[-1]
-    qtbot.waitUntil(lambda: row.bar.value() > 0 or row.step.text() != "", timeout=120_000)
+    # Wait until the child is converting tensors: the heavy part is running.
+    qtbot.waitUntil(lambda: "tensor" in row.step.text(), timeout=120_000)
+    return row
+
+
+def test_cancel_leaves_nothing(qtbot, main_window, smollm2_dir, tmp_path):
+    window = main_window
+    row = _start_and_wait_for_tensors(qtbot, window, smollm2_dir, "gguf:Q4_K_M")
     row.cancel_btn.click()
     qtbot.waitUntil(lambda: not window.quantize.queue.busy, timeout=30_000)
+    assert row.state.text() == "cancelled"
+    out = tmp_path / "out"
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_closing_during_a_job_asks_then_cancels(qtbot, main_window, smollm2_dir, tmp_path):
+    window = main_window
+    row = _start_and_wait_for_tensors(qtbot, window, smollm2_dir, "gguf:Q6_K")
+    asked = []
+    window.confirm_quit = lambda: asked.append(True) or False
+    window.close()
+    assert asked and window.isVisible() and window.quantize.queue.busy  # "No" keeps it running
+    window.confirm_quit = lambda: asked.append(True) or True
+    window.close()
+    assert len(asked) == 2 and not window.quantize.queue.busy
     assert row.state.text() == "cancelled"
     out = tmp_path / "out"
     assert not out.exists() or list(out.iterdir()) == []
