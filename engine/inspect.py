@@ -37,8 +37,9 @@ _ST_DTYPES: dict[str, tuple[str, float]] = {
 }
 _CONFIG_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
 # Classic (non-gated) MLP: two matrices instead of three.
-_PLAIN_MLP = {"gpt2", "gpt_neox", "gptj", "opt", "bloom", "falcon", "phi", "starcoder", "gpt_bigcode",
-              "codegen", "mpt", "bert", "roberta"}
+_PLAIN_MLP = {"gpt2", "gpt_neox", "gptj", "opt", "bloom", "falcon", "phi", "starcoder", "starcoder2",
+              "gpt_bigcode", "codegen", "mpt", "bert", "roberta"}
+_LAYERNORM_BIAS = {"stablelm"}  # gated MLP, but LayerNorms with a bias
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
@@ -231,37 +232,63 @@ def _dims(config: dict[str, Any]) -> _Dims:
     )
 
 
-def estimate_parameters(config: dict[str, Any]) -> int:
-    """Parameter count of a decoder-only transformer from its config alone.
-
-    Counts embeddings, the output head unless tied, attention (q, k, v, o, with
-    biases where the config asks), the MLP (gated: 3 matrices; classic: 2), MoE
-    experts plus router and shared experts, and the norms. Exact for Llama-style
-    models (SmolLM2 135M: 134,515,008); an estimate for the rest.
-    """
-    d = _dims(config)
-    cfg = _text_config(config)
+def _attention_params(d: _Dims, cfg: dict[str, Any]) -> int:
+    if cfg.get("kv_lora_rank"):  # DeepSeek's multi-head latent attention
+        nope, rope = int(cfg.get("qk_nope_head_dim") or 0), int(cfg.get("qk_rope_head_dim") or 0)
+        v_dim, kv_rank = int(cfg.get("v_head_dim") or d.head_dim), int(cfg["kv_lora_rank"])
+        q_rank = cfg.get("q_lora_rank")
+        q_dim = d.heads * (nope + rope)
+        q = d.hidden * int(q_rank) + int(q_rank) + int(q_rank) * q_dim if q_rank else d.hidden * q_dim
+        kv = d.hidden * (kv_rank + rope) + kv_rank + kv_rank * d.heads * (nope + v_dim)
+        return q + kv + d.heads * v_dim * d.hidden
     q_out = d.heads * d.head_dim
     kv_out = d.kv_heads * d.head_dim
     attn = d.hidden * (q_out + 2 * kv_out) + q_out * d.hidden
-    if cfg.get("attention_bias") or d.model_type in {"qwen2", "qwen2_moe"}:
-        attn += q_out + 2 * kv_out + (d.hidden if cfg.get("attention_bias") else 0)
-    if d.model_type in {"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"}:
-        attn += 2 * d.head_dim  # q_norm / k_norm
+    if cfg.get("attention_bias") or cfg.get("use_bias") or not d.gated:  # q, k, v and o biases
+        attn += q_out + 2 * kv_out + d.hidden
+    elif d.model_type in {"qwen2", "qwen2_moe", "qwen2_vl"} or cfg.get("use_qkv_bias"):  # q, k, v only
+        attn += q_out + 2 * kv_out
+    if d.model_type in {"qwen3", "qwen3_moe", "gemma3", "gemma3_text"}:
+        attn += 2 * d.head_dim  # per-head q_norm / k_norm
+    elif d.model_type == "olmo2":
+        attn += q_out + kv_out  # q_norm / k_norm over all heads
+    return attn
+
+
+def estimate_parameters(config: dict[str, Any]) -> int:
+    """Parameter count of a decoder-only transformer from its config alone.
+
+    Counts embeddings (and learned positions for GPT-2 style models), the output head
+    unless tied, attention (q, k, v, o with the biases the architecture carries, or
+    DeepSeek's latent attention), the MLP (gated: 3 matrices; classic: 2 with biases),
+    MoE experts with router, shared experts and leading dense layers, and the norms.
+    Matches transformers' own count for Llama, Mistral, Qwen2/3 (and MoE), Gemma 1-3,
+    Mixtral, Phi, Phi-3, Granite (and MoE), StableLM, StarCoder2, GPT-NeoX, GPT-2,
+    OLMo2 and DeepSeek-V2/V3 (SmolLM2 135M: 134,515,008); an estimate for the rest.
+    """
+    d = _dims(config)
+    cfg = _text_config(config)
+    attn = _attention_params(d, cfg)
     mats = 3 if d.gated else 2
+    dense = mats * d.hidden * d.intermediate + (0 if d.gated else d.intermediate + d.hidden)
+    moe = 0
     if d.experts:
-        mlp = d.experts * mats * d.hidden * d.expert_intermediate + d.hidden * d.experts
+        moe = d.experts * mats * d.hidden * d.expert_intermediate + d.hidden * d.experts
         if d.shared_expert_intermediate:
-            mlp += mats * d.hidden * d.shared_expert_intermediate
-    else:
-        mlp = mats * d.hidden * d.intermediate
-        if not d.gated:
-            mlp += d.intermediate + d.hidden  # classic MLPs carry biases
-    norms = 2 * d.hidden * (1 if d.gated else 2)  # layernorms with bias count twice
-    per_layer = attn + mlp + norms
+            moe += mats * d.hidden * d.shared_expert_intermediate
+            if d.model_type.startswith("qwen"):
+                moe += d.hidden  # the shared expert's gate
+        if cfg.get("topk_method") == "noaux_tc":
+            moe += d.experts  # DeepSeek-V3's router bias
+    dense_layers = min(d.layers, int(cfg.get("first_k_dense_replace") or 0)) if d.experts else d.layers
+    norm = d.hidden * (2 if not d.gated or d.model_type in _LAYERNORM_BIAS else 1)
+    norms_per_layer = {"gemma2": 4, "gemma3": 4, "gemma3_text": 4, "phi": 1}.get(d.model_type, 2)
+    per_layer = attn + norms_per_layer * norm
+    mlp = dense_layers * dense + (d.layers - dense_layers) * moe
     embed = d.vocab * d.hidden
-    head = 0 if d.tied else d.vocab * d.hidden
-    return embed + head + d.layers * per_layer + d.hidden * (1 if d.gated else 2)
+    head = 0 if d.tied else d.vocab * d.hidden + (d.vocab if d.model_type == "phi" else 0)
+    positions = int(d.context or 0) * d.hidden if d.model_type in {"gpt2", "gpt_bigcode"} else 0
+    return embed + positions + head + d.layers * per_layer + mlp + norm
 
 
 def _sliding(cfg: dict[str, Any], layers: int) -> tuple[int | None, int]:
