@@ -5,6 +5,7 @@ Public API:
 - ``inspect_model(path) -> ModelInfo``: raises QuantDeskError with one sentence for bad input
 - ``estimate_parameters(config) -> int``: parameter count from a config.json dict alone
 - ``read_safetensors_header(path) -> dict``: the JSON header of one .safetensors file
+- ``cached_models() -> list[tuple[str, Path]]``: models already in the Hugging Face cache
 
 Safetensors files are read through their 8-byte length and JSON header only, never
 the weights, so inspecting a 70B checkpoint takes milliseconds. A folder with only
@@ -16,6 +17,7 @@ only when a GGUF file is inspected.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -520,3 +522,49 @@ def inspect_model(path: str | Path) -> ModelInfo:
     raise QuantDeskError(
         f"{path} is not a model QuantDesk can read; point at a Hugging Face model folder, a config.json or a .gguf file."
     )
+
+
+# --------------------------------------------------------------------------- Hugging Face cache
+
+
+def hf_cache_dir() -> Path:
+    """Where huggingface_hub keeps downloads (HF_HUB_CACHE, HF_HOME/hub or ~/.cache/huggingface/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _snapshot(repo: Path) -> Path | None:
+    snapshots = repo / "snapshots"
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        pinned = snapshots / ref.read_text(encoding="utf-8", errors="replace").strip()
+        if pinned.is_dir():
+            return pinned
+    found = [d for d in snapshots.iterdir() if d.is_dir()] if snapshots.is_dir() else []
+    return max(found, key=lambda d: d.stat().st_mtime, default=None)
+
+
+def cached_models(cache: Path | None = None) -> list[tuple[str, Path]]:
+    """Models already downloaded to the Hugging Face cache, as (``org/name``, folder or .gguf), so the
+    app can offer them in one click. Only looks at the disk; never raises for a missing or odd cache."""
+    root = cache or hf_cache_dir()
+    found: list[tuple[str, Path]] = []
+    try:
+        repos = sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith("models--"))
+    except OSError:
+        return []
+    for repo in repos:
+        name = repo.name.removeprefix("models--").replace("--", "/")
+        try:
+            snap = _snapshot(repo)
+            if snap is None:
+                continue
+            if (snap / "config.json").is_file() and any(snap.glob("*.safetensors")):
+                found.append((name, snap))
+            for gguf in sorted(snap.glob("*.gguf")):
+                found.append((f"{name}/{gguf.name}", gguf))
+        except OSError:
+            continue
+    return found

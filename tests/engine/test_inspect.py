@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from engine.errors import QuantDeskError
-from engine.inspect import estimate_parameters, inspect_model, read_safetensors_header
+from engine.inspect import cached_models, estimate_parameters, inspect_model, read_safetensors_header
 from tests.fixtures.inspect import TINY_GGUF, tiny_gguf_parameters
 
 SMOLLM2_PARAMS = 134_515_008
@@ -277,3 +277,22 @@ def test_every_bad_input_is_one_clear_sentence(bad_inputs):
         with pytest.raises(QuantDeskError, match=pattern) as err:
             inspect_model(path)
         assert "\n" not in str(err.value), str(err.value)
+
+
+def test_cached_models_in_a_hugging_face_cache(tmp_path, tiny_dir, tiny_gguf):
+    cache = tmp_path / "hub"
+    snap = cache / "models--org--tiny" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snap / name).symlink_to(tiny_dir / name)
+    (cache / "models--org--tiny" / "refs").mkdir()
+    (cache / "models--org--tiny" / "refs" / "main").write_text("abc123")
+    gguf_snap = cache / "models--org--tiny-GGUF" / "snapshots" / "def456"
+    gguf_snap.mkdir(parents=True)
+    (gguf_snap / "tiny-f16.gguf").symlink_to(tiny_gguf)
+    (cache / "models--org--half-downloaded" / "snapshots" / "0").mkdir(parents=True)
+    (cache / "datasets--org--data").mkdir()
+    found = cached_models(cache)
+    assert found == [("org/tiny", snap), ("org/tiny-GGUF/tiny-f16.gguf", gguf_snap / "tiny-f16.gguf")]
+    assert inspect_model(found[0][1]).parameters == inspect_model(tiny_dir).parameters
+    assert cached_models(tmp_path / "no-cache-here") == []
