@@ -43,17 +43,24 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
         for warning in plan.warnings:
             yield Progress(step="warning", fraction=0.0, message=warning)
         _warm_up("gguf")  # the reader is needed to verify; import it while the child works
+        check_intermediate: Callable[[], None] | None = None
         if plan.intermediate is not None:
             result = yield from _convert(plan, cancel, metadata, progress)
             inter = plan.intermediate
-            params[inter.type] = verify_gguf(inter.part, file_type=int(inter.format.gguf_ftype or 0),
-                                             tensor_count=result["tensor_count"], label=inter.format.label)
             source_file, tensor_count = inter.part, int(result["tensor_count"])
+
+            def check_intermediate() -> None:
+                params[inter.type] = verify_gguf(inter.part, file_type=int(inter.format.gguf_ftype or 0),
+                                                 tensor_count=tensor_count, label=inter.format.label)
         else:
             source_file = plan.source
             tensor_count = read_gguf_facts(plan.source)[0]
         if plan.quantize:
-            params.update((yield from _quantize(plan, cancel, source_file, tensor_count, metadata, progress)))
+            # The intermediate is checked while the quantizer's process starts, not before.
+            params.update((yield from _quantize(plan, cancel, source_file, tensor_count, metadata, progress,
+                                                check_intermediate)))
+        elif check_intermediate is not None:
+            check_intermediate()
         cancel.raise_if_cancelled()
         yield Progress(step="finish", fraction=1.0, message="Renaming verified files into place")
         records: list[OutputRecord] = []
@@ -142,12 +149,17 @@ def _convert(plan: GgufPlan, cancel: CancelToken, metadata: dict[str, str],
 
 
 def _quantize(plan: GgufPlan, cancel: CancelToken, source_file: Path, tensor_count: int,
-              metadata: dict[str, str], progress: _Fractions) -> Generator[Progress, None, dict[str, int]]:
+              metadata: dict[str, str], progress: _Fractions,
+              on_started: Callable[[], None] | None) -> Generator[Progress, None, dict[str, int]]:
     jobs = [{"src": str(source_file), "dst": str(out.part), "ftype": int(out.format.gguf_ftype or 0),
              "type": out.type, "requantize": plan.requantize} for out in plan.quantize]
     params: dict[str, int] = {}
 
     def event(kind: str, p: dict[str, Any]) -> Progress | None:
+        if kind == "hello":
+            if on_started is not None:
+                on_started()
+            return None
         out = plan.quantize[p["job"]]
         if kind == "start":
             return Progress(step="quantize", fraction=progress.quantize(p["job"], 0.0),

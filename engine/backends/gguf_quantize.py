@@ -65,6 +65,7 @@ def quantize_worker(reporter: ChildReporter, jobs: list[dict[str, Any]], threads
     from engine.backends.gguf_child import child_setup
 
     child_setup()
+    reporter.send("hello")  # the parent does its own checks while llama.cpp loads here
     import llama_cpp
 
     current: dict[str, Any] = {}
