@@ -23,6 +23,7 @@ from engine.backends.gguf_convert import convert_worker
 from engine.backends.gguf_preflight import GgufPlan, Output
 from engine.backends.gguf_quantize import quantize_worker
 from engine.backends.gguf_verify import read_gguf_facts, verify_gguf
+from engine.errors import JobCancelled, QuantDeskError
 from engine.fsutil import promote, remove_quietly
 from engine.jobs import CancelToken, JobGen, Progress, run_in_child
 from engine.modelcard import write_model_card
@@ -72,7 +73,7 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
             remove_quietly(plan.intermediate.part)
         promoted.append(write_model_card(plan.out_dir, source=plan.source.resolve()))
         return records
-    except BaseException:
+    except BaseException as err:
         for path in parts:
             remove_quietly(path)
         for path in promoted:
@@ -81,6 +82,8 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
         for folder in reversed(created):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: never anything of the user's
+        if cancel.cancelled and isinstance(err, QuantDeskError) and not isinstance(err, JobCancelled):
+            raise JobCancelled() from None  # a worker hit by the same Ctrl-C reports it as its own error
         raise
 
 
@@ -154,6 +157,7 @@ def _quantize(plan: GgufPlan, cancel: CancelToken, source_file: Path, tensor_cou
     jobs = [{"src": str(source_file), "dst": str(out.part), "ftype": int(out.format.gguf_ftype or 0),
              "type": out.type, "requantize": plan.requantize} for out in plan.quantize]
     params: dict[str, int] = {}
+    data_bytes = max(1, source_file.stat().st_size)  # tensor data is nearly all of the file
 
     def event(kind: str, p: dict[str, Any]) -> Progress | None:
         if kind == "hello":
@@ -166,7 +170,7 @@ def _quantize(plan: GgufPlan, cancel: CancelToken, source_file: Path, tensor_cou
                             message=f"Quantizing to {out.type}", extra={"type": out.type})
         if kind == "tensor":
             return Progress(
-                step="quantize", fraction=progress.quantize(p["job"], p["index"] / max(1, p["count"])),
+                step="quantize", fraction=progress.quantize(p["job"], min(1.0, p["bytes_done"] / data_bytes)),
                 message=f"Quantizing to {out.type}: [{p['index']}/{p['count']}] {p['name']}",
                 tensor_index=p["index"], tensor_count=p["count"], tensor_name=p["name"],
                 bytes_done=p["bytes_done"], extra={"type": out.type},

@@ -1,0 +1,198 @@
+"""``quantdesk quantize SRC --to Q4_K_M,Q6_K --out DIR``: one job, many targets, any backend.
+
+A live progress bar in a terminal; with ``--json`` one JSON object per line on
+stdout (a stable contract): ``{"event": "progress", ...}`` events, then
+``{"event": "done", "outputs": [...]}`` or ``{"event": "error", "message": ...}``.
+Ctrl-C, SIGINT and SIGTERM cancel cleanly: the worker ends, nothing is left.
+Exit 0 only when every target was produced; 130 when cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine.errors import JobCancelled, QuantDeskError
+from engine.units import format_bytes
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="convert and quantize a model to one or more formats",
+        description="Convert a Hugging Face model (or a GGUF file) to GGUF types and/or bitsandbytes, "
+        "in one job. Example: quantdesk quantize ./SmolLM2 --to Q4_K_M,Q6_K --out ./gguf",
+    )
+    p.add_argument("source", metavar="SRC", help="Hugging Face model folder or .gguf file")
+    p.add_argument("--to", required=True, metavar="TYPES",
+                   help="comma-separated targets, e.g. Q4_K_M,Q6_K,Q8_0 or bnb-nf4")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--keep-intermediate", action="store_true",
+                   help="keep the BF16/F16 GGUF made on the way from a Hugging Face model")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="threads for quantizing (default: all)")
+    p.add_argument("--converter", metavar="PATH",
+                   help="convert_hf_to_gguf.py of a newer llama.cpp checkout (or the checkout folder)")
+    p.add_argument("--requantize", action="store_true",
+                   help="allow quantizing an already-quantized GGUF (loses quality)")
+    p.add_argument("--output-tensor-type", metavar="TYPE", help="GGUF type for output.weight, e.g. q8_0")
+    p.add_argument("--token-embedding-type", metavar="TYPE", help="GGUF type for token_embd.weight, e.g. q8_0")
+    p.add_argument("--pure", action="store_true", help="quantize every tensor to the chosen type (no mixes)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="device for bitsandbytes targets")
+    p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.backends import QuantizeRequest
+    from engine.formats import parse_targets
+    from engine.jobs import CancelToken
+    from engine.quantize import quantize
+
+    emit = _JsonEvents(sys.stdout) if args.json else _TerminalBar(sys.stderr)
+    cancel = CancelToken()
+    try:
+        targets = parse_targets(args.to)
+        options: dict[str, Any] = {
+            "keep_intermediate": args.keep_intermediate,
+            "converter": args.converter,
+            "requantize": args.requantize,
+            "output_tensor_type": args.output_tensor_type,
+            "token_embedding_type": args.token_embedding_type,
+            "pure": args.pure,
+        }
+        request = QuantizeRequest(
+            source=Path(args.source).expanduser(), targets=targets, out_dir=Path(args.out).expanduser(),
+            threads=args.threads, device=args.device, options={k: v for k, v in options.items() if v},
+        )
+        with _cancel_on_signals(cancel):
+            job = quantize(request, cancel)
+            while True:
+                try:
+                    event = next(job)
+                except StopIteration as stop:
+                    outputs = stop.value or []
+                    break
+                emit.progress(event)
+    except JobCancelled as err:
+        emit.error(str(err), cancelled=True)
+        return 130
+    except QuantDeskError as err:
+        emit.error(str(err))
+        return 2
+    produced = {o.format for o in outputs}
+    missing = [t.name for t in targets if t.id not in produced]
+    emit.done(outputs)
+    if missing:
+        emit.error(f"Not produced: {', '.join(missing)}.")
+        return 1
+    return 0
+
+
+@contextmanager
+def _cancel_on_signals(cancel: Any):
+    """SIGINT and SIGTERM set the cancel flag; the job then ends its worker and cleans up."""
+    previous = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        cancel.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with suppress(ValueError):  # not the main thread: the caller owns the signals
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class _JsonEvents:
+    """The stable machine-readable stream: one JSON object per line, flushed at once."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def _write(self, data: dict[str, Any]) -> None:
+        self._out.write(json.dumps(data) + "\n")
+        self._out.flush()
+
+    def progress(self, event: Any) -> None:
+        data = {"event": "warning" if event.step == "warning" else "progress", **event.to_dict()}
+        data["fraction"] = round(event.fraction, 5)
+        self._write(data)
+
+    def done(self, outputs: list[Any]) -> None:
+        self._write({"event": "done", "outputs": [o.to_dict() for o in outputs]})
+
+    def error(self, message: str, cancelled: bool = False) -> None:
+        data: dict[str, Any] = {"event": "error", "message": message}
+        if cancelled:
+            data["cancelled"] = True
+        self._write(data)
+        print(f"quantdesk: error: {message}", file=sys.stderr)
+
+
+class _TerminalBar:
+    """A one-line live bar on a terminal; plain step lines when stderr is not a terminal."""
+
+    WIDTH = 30
+
+    def __init__(self, err: TextIO) -> None:
+        self._err = err
+        self._tty = err.isatty()
+        self._last_draw = 0.0
+        self._last_step = ""
+        self._drawn = False
+
+    def progress(self, event: Any) -> None:
+        if event.step == "warning":
+            self._line(f"warning: {event.message}")
+            return
+        if not self._tty:
+            head = event.message.split(": [", 1)[0]
+            if head != self._last_step:
+                self._last_step = head
+                self._err.write(f"{head}\n")
+                self._err.flush()
+            return
+        now = time.monotonic()
+        if now - self._last_draw < 0.1 and event.fraction < 1.0:
+            return
+        self._last_draw = now
+        filled = int(self.WIDTH * event.fraction)
+        eta = f" ETA {_duration(event.eta_s)}" if event.eta_s is not None else ""
+        text = f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {event.fraction * 100:5.1f}%{eta}  {event.message}"
+        self._err.write("\r\033[K" + text[:160])
+        self._err.flush()
+        self._drawn = True
+
+    def _line(self, text: str) -> None:
+        if self._drawn:
+            self._err.write("\r\033[K")
+        self._err.write(text + "\n")
+        self._err.flush()
+
+    def done(self, outputs: list[Any]) -> None:
+        if self._drawn:
+            self._err.write("\n")
+            self._drawn = False
+        for o in outputs:
+            print(f"{o.path}  {o.format.split(':', 1)[1]}  {format_bytes(o.size_bytes)}")
+
+    def error(self, message: str, cancelled: bool = False) -> None:
+        if self._drawn:
+            self._err.write("\n")
+            self._drawn = False
+        print(f"quantdesk: error: {message}", file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
