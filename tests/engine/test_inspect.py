@@ -259,7 +259,7 @@ def _bad_inputs(root, tiny_dir):
     cases.append((fake_gguf, "is not a GGUF file"))
     cut_gguf = root / "cut.gguf"
     cut_gguf.write_bytes(b"GGUF" + struct.pack("<I", 3) + b"\xff" * 10)
-    cases.append((cut_gguf, "damaged GGUF"))
+    cases.append((cut_gguf, "damaged or truncated GGUF"))
     other = root / "notes.txt"
     other.write_text("hello")
     cases.append((other, "not a model QuantDesk can read"))
@@ -296,3 +296,32 @@ def test_cached_models_in_a_hugging_face_cache(tmp_path, tiny_dir, tiny_gguf):
     assert found == [("org/tiny", snap), ("org/tiny-GGUF/tiny-f16.gguf", gguf_snap / "tiny-f16.gguf")]
     assert inspect_model(found[0][1]).parameters == inspect_model(tiny_dir).parameters
     assert cached_models(tmp_path / "no-cache-here") == []
+
+
+def test_gguf_header_agrees_with_ggufs_own_reader(tiny_gguf):
+    from gguf import GGUFReader
+
+    from engine.gguf_header import read_gguf_header
+
+    ours, theirs = read_gguf_header(tiny_gguf), GGUFReader(tiny_gguf)
+    assert [(t.name, list(t.shape), t.n_elements) for t in ours.tensors] == [
+        (t.name, [int(d) for d in t.shape], int(t.n_elements)) for t in theirs.tensors]
+    for key, fld in theirs.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        assert ours.fields[key] == fld.contents(), key
+
+
+def test_real_quantized_gguf():
+    from engine.demo import smollm2_gguf_path
+    from engine.gguf_header import LongArray, read_gguf_header
+
+    # The 49k-token vocabulary and its merges are counted, not decoded.
+    fields = read_gguf_header(smollm2_gguf_path()).fields
+    assert fields["tokenizer.ggml.tokens"] == LongArray(49152)
+    assert isinstance(fields["tokenizer.ggml.merges"], LongArray)
+    info = inspect_model(smollm2_gguf_path())  # SmolLM2-135M-Instruct as shipped: Q4_1
+    assert info.kind == "gguf" and info.architecture == "llama" and info.parameters == SMOLLM2_PARAMS
+    assert info.quantized == "Q4_1" and info.dtype == "Q4_1"
+    assert (info.context_length, info.layers, info.kv_heads, info.head_dim) == (8192, 30, 3, 64)
+    assert info.has_tokenizer and info.has_chat_template and info.tied_embeddings

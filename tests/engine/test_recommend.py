@@ -216,3 +216,18 @@ def test_to_dict_contract(plan, llama2):
         assert {"format", "size_bytes", "peak_bytes", "device", "fit", "why"} <= set(o)
         assert o["device"] in ("cuda", "cpu", "split") and o["fit"] in ("fits", "tight", "no")
         assert o["format"] in FORMATS and o["peak_bytes"] > o["size_bytes"] > 0
+
+
+def test_quantized_gguf_only_goes_smaller(plan):
+    from engine.demo import smollm2_gguf_path
+
+    rec = plan(inspect_model(smollm2_gguf_path()), cpu_only=True)
+    assert rec.options and all(_bits(o) < 5 for o in rec.options)
+    assert any("already Q4_1" in n for n in rec.notes)
+
+
+def test_several_gpus_add_up(here, llama2):
+    two = apply_overrides(here, Overrides(vram="12GiB", ram="64GiB"))
+    two = replace(two, gpus=[two.gpus[0], replace(two.gpus[0], index=1)])
+    rec = recommend(llama2, two)
+    assert rec.situation == "gpu-fp16-size" and "2 GPUs" in rec.best.why
