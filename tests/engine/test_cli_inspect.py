@@ -110,3 +110,26 @@ def test_bad_model_from_a_real_shell(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engine", "inspect", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode != 0 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "not valid JSON" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_inspect_and_recommend_stay_light(smollm2_dir):
+    """The window asks these on every model it opens: no torch, transformers or llama_cpp."""
+    code = (
+        "import sys, io, contextlib\n"
+        "from engine.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    rc = main(['inspect', {str(smollm2_dir)!r}, '--json'])\n"
+        f"    rc += main(['recommend', {str(smollm2_dir)!r}, '--gpu', 'RTX 4090', '--json'])\n"
+        "print(rc, [m for m in ('torch', 'transformers', 'llama_cpp', 'bitsandbytes') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "0 []"
+
+
+def test_inspect_tables_for_config_and_gguf(capsys, model_config, tiny_gguf):
+    assert main(["inspect", str(model_config("mistral-7b"))]) == 0
+    out = capsys.readouterr().out
+    assert "estimated from config.json" in out and "4,096 tokens on 32 layers" in out
+    assert main(["inspect", str(tiny_gguf)]) == 0
+    out = capsys.readouterr().out
+    assert "GGUF file" in out and "GGUF convertible" not in out
