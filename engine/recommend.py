@@ -60,7 +60,7 @@ def situation_text(situation: str, model: ModelInfo, machine: MachineInfo) -> st
         "cpu": "No usable GPU: GGUF runs fastest on the CPU.",
         "gpu-roomy": f"The GPU's {vram} holds at least twice the FP16 size ({fp16}): keep full precision.",
         "gpu-fp16-size": f"The GPU's {vram} holds about the FP16 size ({fp16}): 8-bit halves it with negligible loss.",
-        "gpu-4bit": f"The GPU's {vram} is less than the FP16 size ({fp16}): a 4-bit format fits.",
+        "gpu-4bit": f"The GPU's {vram} is less than the FP16 size ({fp16}): 4-bit formats come first.",
         "gpu-tiny": f"The GPU's {vram} is a quarter of the FP16 size ({fp16}) or less: 4-bit with part of the "
         "model on the CPU, several GPUs, or a smaller model.",
     }[situation]
