@@ -1,0 +1,109 @@
+"""The GGUF job's plumbing on real models: tiny HF → Q4_0, F16 GGUF → quantized, and cancelling."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import pytest
+
+from engine.errors import JobCancelled
+from engine.jobs import CancelToken
+from tests.fixtures.gguf import run_quantize
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_job(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny-gguf")
+    (out / "tiny-Q4_0.gguf.part").write_bytes(b"left by a crash")
+    (out / "notes.txt").write_text("the user's own file")
+    return run_quantize(tiny_dir, "Q4_0", out)
+
+
+def test_tiny_to_q4_0(tiny_job):
+    from llama_cpp import Llama
+
+    path = tiny_job["outputs"]["Q4_0"]
+    llm = Llama(model_path=str(path), n_ctx=32, verbose=False)
+    try:
+        assert llm.metadata["general.file_type"] == "2"
+    finally:
+        llm.close()
+
+
+def test_intermediate_dropped_stale_part_cleaned_user_files_kept(tiny_job):
+    names = sorted(p.name for p in tiny_job["out_dir"].iterdir())
+    assert names == ["Modelfile", "README.md", "notes.txt", "tiny-Q4_0.gguf", "tiny-Q4_0.gguf.quantdesk.json"]
+
+
+def test_progress_monotonic_and_complete(tiny_job):
+    events = tiny_job["events"]
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert [e.step for e in events if e.step in ("convert", "quantize", "verify", "done")][-1] == "done"
+    assert any(e.step == "convert" and e.tensor_name for e in events)
+    assert any(e.step == "quantize" and e.tensor_name for e in events)
+
+
+def test_f16_gguf_is_quantized_directly(smollm2_gguf, tmp_path):
+    job = run_quantize(smollm2_gguf["F16"], "Q4_K_S", tmp_path)
+    assert not [e for e in job["events"] if e.step == "convert"]
+    from engine.backends.gguf_verify import read_gguf_facts
+
+    count, ftype, _ = read_gguf_facts(job["outputs"]["Q4_K_S"])
+    assert (count, ftype) == (272, 14)
+    assert job["outputs"]["Q4_K_S"].name == "smollm2-Q4_K_S.gguf"
+
+
+def _workers():
+    """Our worker processes still alive (multiprocessing's resource tracker is not one)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _cancel_when(predicate, source, targets, out):
+    """Run a job, cancel at the first event matching ``predicate``; returns seconds from cancel to stop."""
+    cancel = CancelToken()
+    marks: dict[str, float] = {}
+
+    from engine.backends import QuantizeRequest
+    from engine.formats import parse_targets
+    from engine.quantize import quantize
+
+    job = quantize(QuantizeRequest(source=source, targets=parse_targets(targets), out_dir=out), cancel)
+    with pytest.raises(JobCancelled):
+        for event in job:
+            if "t" not in marks and predicate(event):
+                marks["t"] = time.monotonic()
+                marks["part_seen"] = any(p.name.endswith(".part") for p in out.iterdir())
+                cancel.cancel()
+    assert "t" in marks, "the job ended before the cancel point"
+    return time.monotonic() - marks["t"], marks["part_seen"]
+
+
+def test_cancel_during_conversion_leaves_folder_as_it_was(tiny_dir, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    took, part_seen = _cancel_when(lambda e: e.step == "convert" and e.tensor_index, tiny_dir, "Q4_0", tmp_path)
+    assert part_seen  # the cancel really hit a file being written
+    assert took < 1.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+    assert not _workers()
+
+
+def test_cancel_during_quantization_leaves_folder_as_it_was(smollm2_gguf, tmp_path):
+    out = tmp_path / "new" / "out"  # created by the job, removed again on cancel
+    took, part_seen = _cancel_when(
+        lambda e: e.extra.get("type") == "Q8_0" and (e.tensor_index or 0) >= 5,  # after Q4_0 was verified
+        smollm2_gguf["F16"], "Q4_0,Q8_0", out,
+    )
+    assert part_seen and took < 1.5
+    assert not out.exists() and not (tmp_path / "new").exists()
+    assert not _workers()
