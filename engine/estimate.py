@@ -11,9 +11,12 @@ Public API:
 
 Deliberate simplifications (estimates, good to a few percent on Llama-style models):
 
-- GGUF: every weight at the type's published average bits per weight (llama.cpp's
-  figures for Llama-3-8B already average the higher-precision output and embedding
-  tensors); metadata and tokenizer are ignored.
+- GGUF: the layers at the type's published average bits per weight (llama.cpp's
+  figures for Llama-3-8B); the output head (or the tied embedding) at Q6_K or better
+  as llama.cpp keeps it; for k-quants, tensors whose rows are not a multiple of 256
+  (e.g. SmolLM2's 576-wide rows) at the legacy type llama.cpp falls back to; about
+  40 bytes of tokenizer metadata per vocabulary entry. Within ~2% of the real
+  SmolLM2 Q4_K_M / Q6_K / Q8_0 files.
 - bitsandbytes, FP8, AWQ, GPTQ: the decoder layers at the format's bits per weight,
   the token embedding and the output head kept in 16-bit as those methods do.
 - KV cache in 16-bit (llama.cpp's and transformers' default); sliding-window layers
@@ -44,6 +47,14 @@ _BASE_OVERHEAD = {  # process + runtime allowance, by (runtime, device)
     ("hf", "cuda"): 600 * MiB,  # torch's CUDA context and caching allocator
     ("hf", "cpu"): 500 * MiB,  # libtorch and transformers in RAM
 }
+# llama.cpp quantizes rows in blocks of 256 for k-quants; a tensor whose rows are not a
+# multiple of that falls back to a legacy type (llama-quant.cpp): bits per weight of that type.
+QK_K = 256
+_KQUANT_FALLBACK_BPW = {
+    "Q2_K": 4.5, "Q3_K_M": 4.5, "Q4_K_S": 5.5, "Q4_K_M": 5.5, "Q5_K_S": 6.0, "Q5_K_M": 6.0, "Q6_K": 8.5,
+    "IQ4_XS": 4.5, "IQ2_XS": 4.5, "IQ2_XXS": 4.5, "IQ1_S": 4.5,
+}
+GGUF_BYTES_PER_TOKEN = 40  # tokenizer vocabulary, scores and merges in the GGUF metadata
 _ALLOCATOR_SLACK = 0.03  # torch's caching allocator fragmentation, share of the weights
 
 
@@ -79,9 +90,49 @@ def _embedding_params(model: ModelInfo) -> int:
     return min(model.parameters, tables * model.vocab_size * model.hidden_size)
 
 
+def _needs_fallback(n: int | None) -> bool:
+    return bool(n) and n % QK_K != 0  # type: ignore[operator]
+
+
+def _fallback_share(model: ModelInfo) -> float:
+    """Share of the layers' weights whose rows are not a multiple of 256 (k-quants cannot hold them)."""
+    h = model.hidden_size or 0
+    inter = model.intermediate_size or 4 * h
+    q_out = (model.attention_heads or 0) * (model.head_dim or 0) or h
+    kv_out = (model.kv_heads or 0) * (model.head_dim or 0) or h
+    qkv, o, up, down = h * (q_out + 2 * kv_out), q_out * h, 2 * h * inter, inter * h
+    total = qkv + o + up + down
+    if not total:
+        return 0.0
+    bad = (qkv + up if _needs_fallback(h) else 0) + (o if _needs_fallback(q_out) else 0)
+    return (bad + (down if _needs_fallback(inter) else 0)) / total
+
+
+def _gguf_bytes(model: ModelInfo, fmt: Format) -> int:
+    """GGUF size: layers at the type's average, the output head at Q6_K or better, row fallbacks, vocabulary."""
+    bpw = fmt.bits_per_weight
+    fallback = _KQUANT_FALLBACK_BPW.get(fmt.name)
+    hidden_bad = _needs_fallback(model.hidden_size)
+    out_bpw = bpw
+    if bpw < 8.5:  # llama.cpp keeps the output (or tied embedding) at Q6_K at least
+        out_bpw = max(bpw, 8.5 if hidden_bad else 6.5625)
+    head = _embedding_params(model) // (1 if model.tied_embeddings else 2)
+    embd = 0 if model.tied_embeddings else head
+    layers = max(0, model.parameters - head - embd)
+    layer_bpw = bpw
+    if fallback is not None:
+        share = _fallback_share(model)
+        layer_bpw = (1 - share) * bpw + share * fallback
+    embd_bpw = fallback if fallback is not None and hidden_bad else bpw
+    vocab = (model.vocab_size or 0) * GGUF_BYTES_PER_TOKEN
+    return int((layers * layer_bpw + head * out_bpw + embd * embd_bpw) / 8 + vocab)
+
+
 def weights_bytes(model: ModelInfo, fmt: Format) -> int:
     """Size of the weights in ``fmt``; see the module notes for what is simplified."""
-    if fmt.family == "gguf" or fmt.id == "hf:fp16":
+    if fmt.family == "gguf":
+        return _gguf_bytes(model, fmt)
+    if fmt.id == "hf:fp16":
         return int(model.parameters * fmt.bits_per_weight / 8)
     embed = _embedding_params(model)
     return int((model.parameters - embed) * fmt.bits_per_weight / 8 + embed * 2)
