@@ -2,36 +2,83 @@
 
 A sidecar sits beside its artifact as ``<name>.quantdesk.json`` (for a GGUF
 file and for a Hugging Face folder alike) and records where the artifact came
-from, how it was made and, later, how it measured.
+from, how it was made and, later, how it measured. The chat pane, the
+evaluation and the GUI's results table all read this one library, so the
+sidecar's keys are a stable contract: new keys may be added, none renamed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 SIDECAR_SUFFIX = ".quantdesk.json"
+SCHEMA_VERSION = 1
+_PART = ".part"
 
 
 @dataclass
 class Artifact:
+    """One output: a GGUF file or a Hugging Face folder, with what is known about it."""
+
     path: Path
-    format: str
-    source: str
+    format: str  # format id, e.g. "gguf:Q4_K_M" or "hf:bnb-nf4"; "" when unknown
+    source: str  # absolute path of the model it was made from; "" when unknown
     size_bytes: int
     options: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
     evaluation: dict[str, Any] = field(default_factory=dict)
+    source_name: str = ""  # the source's display name (its folder or file name)
+    source_params: int | None = None  # parameter count of the source, when known
+    tracked: bool = True  # False: found on disk without a sidecar (not saved)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def kind(self) -> str:
+        """``"hf"`` for a folder, ``"gguf"`` for a file."""
+        return "hf" if self.path.is_dir() or self.format.startswith("hf:") else "gguf"
+
+    @property
+    def format_label(self) -> str:
+        from engine.formats import FORMATS
+
+        fmt = FORMATS.get(self.format)
+        return fmt.label if fmt else (self.format or "unknown")
+
+    @property
+    def bits_per_weight(self) -> float | None:
+        """Measured from the size on disk when the source's parameter count is known."""
+        if self.source_params:
+            return self.size_bytes * 8 / self.source_params
+        return None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["path"] = str(self.path)
-        return data
+        """The sidecar's content (and the ``--json`` record of ``quantdesk list``)."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "name": self.name,
+            "path": str(self.path),
+            "kind": self.kind,
+            "format": self.format,
+            "source": self.source,
+            "source_name": self.source_name,
+            "source_params": self.source_params,
+            "size_bytes": self.size_bytes,
+            "options": self.options,
+            "versions": self.versions,
+            "created_at": self.created_at,
+            "evaluation": self.evaluation,
+            "tracked": self.tracked,
+        }
 
 
 def sidecar_path(artifact: Path) -> Path:
@@ -44,58 +91,177 @@ def size_on_disk(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def write_sidecar(artifact: Path, *, format: str, source: Path | str, options: dict[str, Any] | None = None,
-                  versions: dict[str, str] | None = None) -> Artifact:
-    """Record a finished artifact. Written atomically."""
+def package_versions(*distributions: str) -> dict[str, str]:
+    """QuantDesk's version and each installed distribution's, for the sidecar and the model card."""
+    from engine import __version__
+
+    found = {"quantdesk": __version__}
+    for dist in distributions:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def write_sidecar(
+    artifact: Path,
+    *,
+    format: str,
+    source: Path | str,
+    options: dict[str, Any] | None = None,
+    versions: dict[str, str] | None = None,
+    source_name: str | None = None,
+    source_params: int | None = None,
+) -> Artifact:
+    """Record a finished artifact. Written atomically; replaces an older sidecar of the same name."""
+    src = Path(source).resolve() if source else None
     record = Artifact(
         path=artifact,
         format=format,
-        source=str(Path(source).resolve()) if source else "",
+        source=str(src) if src else "",
         size_bytes=size_on_disk(artifact),
-        options=options or {},
-        versions=versions or {},
+        options=dict(options or {}),
+        versions={**package_versions(), **(versions or {})},
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        source_name=source_name if source_name is not None else (src.name if src else ""),
+        source_params=source_params,
     )
     _save(record)
     return record
 
 
 def read_sidecar(artifact: Path) -> Artifact | None:
+    """The artifact's record, or None when it has no readable sidecar."""
     side = sidecar_path(artifact)
     try:
-        data = json.loads(side.read_text())
+        data = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    data["path"] = artifact
-    known = {f for f in Artifact.__dataclass_fields__}
-    return Artifact(**{k: v for k, v in data.items() if k in known})
+    if not isinstance(data, dict):
+        return None
+    known = set(Artifact.__dataclass_fields__) - {"path", "tracked"}
+    values = {k: v for k, v in data.items() if k in known}
+    values.setdefault("format", "")
+    values.setdefault("source", "")
+    values.setdefault("size_bytes", size_on_disk(artifact))
+    if not values.get("source_name") and values["source"]:
+        values["source_name"] = Path(values["source"]).name
+    try:
+        return Artifact(path=artifact, **values)
+    except TypeError:
+        return None
 
 
 def update_evaluation(artifact: Path, results: dict[str, Any]) -> Artifact:
     """Merge evaluation results into an artifact's sidecar (creating a bare one if needed)."""
-    record = read_sidecar(artifact) or Artifact(path=artifact, format="", source="",
-                                                size_bytes=size_on_disk(artifact))
+    record = read_sidecar(artifact) or Artifact(
+        path=artifact, format=guess_format(artifact), source="", size_bytes=size_on_disk(artifact)
+    )
+    record.tracked = True
     record.evaluation.update(results)
     _save(record)
     return record
 
 
-def list_artifacts(folder: Path) -> list[Artifact]:
-    """Every artifact with a sidecar in ``folder`` whose artifact still exists, sorted by name."""
-    found: list[Artifact] = []
+def describe(artifact: Path) -> Artifact | None:
+    """What is known about one output: its sidecar, else a guess from the file itself."""
+    record = read_sidecar(artifact)
+    if record is not None:
+        return record
+    if not looks_like_artifact(artifact):
+        return None
+    return Artifact(path=artifact, format=guess_format(artifact), source="",
+                    size_bytes=size_on_disk(artifact), tracked=False)
+
+
+def list_artifacts(folder: Path, *, include_untracked: bool = False) -> list[Artifact]:
+    """Every artifact with a sidecar in ``folder`` whose artifact still exists, sorted by name.
+
+    With ``include_untracked``, GGUF files and Hugging Face folders without a
+    sidecar (downloaded, or made by another tool) are listed too, their source
+    unknown.
+    """
+    found: dict[str, Artifact] = {}
     if not folder.is_dir():
-        return found
+        return []
     for side in sorted(folder.glob("*" + SIDECAR_SUFFIX)):
         artifact = side.with_name(side.name[: -len(SIDECAR_SUFFIX)])
-        if artifact.exists():
+        if artifact.exists() and not artifact.name.endswith(_PART):
             record = read_sidecar(artifact)
             if record is not None:
-                found.append(record)
-    return found
+                found[artifact.name] = record
+    if include_untracked:
+        for entry in folder.iterdir():
+            if entry.name not in found and looks_like_artifact(entry):
+                record = describe(entry)
+                if record is not None:
+                    found[entry.name] = record
+    return [found[name] for name in sorted(found)]
+
+
+def artifacts_by_source(folder: Path, *, include_untracked: bool = False) -> dict[str, list[Artifact]]:
+    """The artifacts of ``folder`` grouped by the source they came from ("" for unknown)."""
+    groups: dict[str, list[Artifact]] = {}
+    for record in list_artifacts(folder, include_untracked=include_untracked):
+        groups.setdefault(record.source, []).append(record)
+    return groups
+
+
+def artifacts_of(source: Path, folder: Path) -> list[Artifact]:
+    """The artifacts in ``folder`` made from ``source`` (compared as resolved paths)."""
+    wanted = str(Path(source).resolve())
+    return [a for a in list_artifacts(folder) if a.source == wanted]
+
+
+def delete_artifact(artifact: Path) -> None:
+    """Remove an output and its sidecar; never raises."""
+    from engine.fsutil import remove_quietly
+
+    remove_quietly(artifact)
+    remove_quietly(sidecar_path(artifact))
+
+
+def looks_like_artifact(path: Path) -> bool:
+    """A GGUF file, or a folder holding a Hugging Face model (config.json and weights)."""
+    if path.name.endswith(_PART) or path.name.startswith("."):
+        return False
+    if path.is_file():
+        return path.suffix.lower() == ".gguf"
+    if path.is_dir() and (path / "config.json").is_file():
+        return any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
+    return False
+
+
+def guess_format(path: Path) -> str:
+    """A format id read from the output itself (no sidecar): bnb config, or the GGUF type in the name."""
+    from engine.formats import FORMATS
+
+    if path.is_dir():
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return ""
+        quant = config.get("quantization_config") if isinstance(config, dict) else None
+        if not quant:
+            return "hf:fp16"
+        if quant.get("quant_method") == "bitsandbytes":
+            if quant.get("load_in_8bit") or quant.get("_load_in_8bit"):
+                return "hf:bnb-int8"
+            return "hf:bnb-nf4"
+        return ""
+    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.stem
+    upper = stem.upper()
+    for fmt in sorted(FORMATS.values(), key=lambda f: -len(f.name)):
+        if fmt.family == "gguf" and (upper.endswith("-" + fmt.name) or upper.endswith("." + fmt.name)):
+            return fmt.id
+    return ""
 
 
 def _save(record: Artifact) -> None:
     side = sidecar_path(record.path)
-    tmp = side.with_name(side.name + ".part")
-    tmp.write_text(json.dumps(record.to_dict(), indent=2, sort_keys=True))
+    tmp = side.with_name(side.name + _PART)
+    data = record.to_dict()
+    data.pop("tracked", None)
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, side)
