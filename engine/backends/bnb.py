@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import platform
-import struct
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from engine.artifacts import package_versions, read_sidecar, write_sidecar
+from engine.artifacts import Artifact, package_versions, read_sidecar, size_on_disk, write_sidecar
 from engine.backends.base import Backend, OutputRecord, QuantizeRequest
 from engine.backends.registry import register
 from engine.errors import JobCancelled, QuantDeskError
@@ -224,14 +224,10 @@ def read_source(source: Path) -> SourceInfo:
 
 def _safetensors_tensors(path: Path) -> list[tuple[str, int, int]]:
     """(name, element count, bytes) of each tensor, from the header alone."""
-    try:
-        with path.open("rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(length))
-    except (OSError, ValueError, struct.error):
-        raise QuantDeskError(f"{path.name} is not a readable safetensors file; re-download the model.") from None
+    from engine.inspect import read_safetensors_header
+
     found = []
-    for name, info in header.items():
+    for name, info in read_safetensors_header(path).items():
         if name == "__metadata__" or not isinstance(info, dict):
             continue
         numel = 1
@@ -250,12 +246,9 @@ def estimate_output_bytes(source: SourceInfo, target: BnbTarget) -> int:
     total = 0
     for shard in shards:
         for name, numel, nbytes in _safetensors_tensors(shard):
-            is_linear = name.endswith(".weight") and "embed" not in name and "lm_head" not in name \
-                and "norm" not in name and nbytes > 2 * 1024
-            if is_linear and numel >= 4096:
-                total += int(numel * target.format.bits_per_weight / 8)
-            else:
-                total += min(nbytes, numel * 2)
+            quantized = (name.endswith(".weight") and numel >= 4096
+                         and not any(part in name for part in ("embed", "lm_head", "norm")))
+            total += int(numel * target.format.bits_per_weight / 8) if quantized else min(nbytes, numel * 2)
     return total + 64 * 1024  # config, generation config
 
 
@@ -368,19 +361,18 @@ class BnbBackend(Backend):
             outputs: list[OutputRecord] = []
             yield Progress(step="finishing", fraction=1.0, message="Writing model cards and library records")
             for plan, part, final, result in zip(plans, parts, finals, results, strict=True):
-                _write_card(part, source, plan, result)
+                record = _record(final, source, plan, result, size_on_disk(part))
+                _write_card(part, record)
                 promote(part, final)
                 promoted.append(final)
                 record = write_sidecar(
-                    final,
-                    format=plan.format.id,
-                    source=source.folder,
-                    options={**plan.options, "device": result["device"], "dtype": result["dtype"],
-                             "quantized_modules": result["quantized_modules"]},
-                    versions=result["versions"],
-                    source_params=source.params,
+                    final, format=record.format, source=source.folder, options=record.options,
+                    versions=record.versions, source_name=record.source_name, source_params=source.params,
                 )
                 outputs.append(OutputRecord(final, plan.format.id, record.size_bytes))
+            from engine.modelcard import write_model_card
+
+            write_model_card(out_dir, source=source.folder.resolve())
             return outputs
         except BaseException as err:
             child.close()  # ends the child before its folders are removed
@@ -392,6 +384,18 @@ class BnbBackend(Backend):
                 for final in promoted:
                     delete_artifact(final)
             raise
+
+
+def _record(final: Path, source: SourceInfo, plan: BnbTarget, result: dict[str, Any], size: int) -> Artifact:
+    """What the sidecar and the card say about one finished folder."""
+    options: dict[str, Any] = {**plan.options, "device": result["device"], "dtype": result["dtype"],
+                               "quantized_modules": result["quantized_modules"]}
+    if source.params:
+        options["bits_per_weight"] = round(size * 8 / source.params, 3)
+    return Artifact(path=final, format=plan.format.id, source=str(source.folder.resolve()), size_bytes=size,
+                    options=options, versions={**package_versions(), **result["versions"]},
+                    source_name=source.folder.name, source_params=source.params,
+                    created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
 def _worker_entry(reporter: Any, source: str, jobs: list[dict[str, Any]], device: str,
@@ -460,49 +464,21 @@ def _bnb_version() -> Any:
         return None
 
 
-def _write_card(folder: Path, source: SourceInfo, target: BnbTarget, result: dict[str, Any]) -> None:
-    """README.md telling how to load the folder in transformers."""
-    from engine.artifacts import size_on_disk
+def _write_card(folder: Path, record: Artifact) -> None:
+    """README.md inside the folder: the shared model card plus what bitsandbytes needs to load it."""
+    from engine.modelcard import read_chat_template, render_card
 
-    name = folder.name[: -len(".part")] if folder.name.endswith(".part") else folder.name
-    size = size_on_disk(folder)
-    bpw = f"{size * 8 / source.params:.2f}" if source.params else "?"
-    options = ", ".join(f"{k}={v}" for k, v in target.options.items())
-    versions = ", ".join(f"{k} {v}" for k, v in {**package_versions(), **result["versions"]}.items())
-    device_note = (
-        "It was quantized on the CPU; it also loads on an NVIDIA GPU with `device_map=\"cuda\"`."
-        if result["device"] == "cpu" else "It was quantized on an NVIDIA GPU; on a CPU it also loads (slowly)."
+    source = Path(record.source)
+    text = render_card([record], source=source, chat_template=read_chat_template(source), modelfile=None)
+    settings = ", ".join(f"{k} {v}" for k, v in record.options.items()
+                         if k in ("method", "quant_type", "double_quant", "compute_dtype", "int8_threshold"))
+    where = "a CPU" if record.options.get("device") == "cpu" else "an NVIDIA GPU"
+    text += (
+        f"\n## bitsandbytes\n\n{record.format_label} ({settings}), quantized on {where}. The settings are "
+        "stored in `config.json`, so `from_pretrained` needs no `quantization_config`; it needs "
+        f'`pip install transformers accelerate "bitsandbytes>={MIN_BNB_VERSION}"`. It loads on an NVIDIA GPU '
+        '(`device_map="cuda"`) or on a CPU with AVX2 (`device_map="cpu"`), where generation is much slower.\n'
     )
-    text = f"""# {name}
-
-{target.format.label} ({options}) of **{source.folder.name}**, made with QuantDesk.
-
-| | |
-|---|---|
-| Source | `{source.folder.name}` ({source.params or '?'} parameters) |
-| Format | `{target.format.id}` |
-| Size on disk | {format_bytes(size)} ({bpw} bits per weight overall) |
-| Quantized layers | {result["quantized_modules"]} |
-| Versions | {versions} |
-
-## Load it with transformers
-
-The quantization settings are stored in `config.json`, so a plain `from_pretrained` loads it
-(needs `pip install transformers accelerate "bitsandbytes>={MIN_BNB_VERSION}"`):
-
-```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-model = AutoModelForCausalLM.from_pretrained("{name}", device_map="auto")
-tokenizer = AutoTokenizer.from_pretrained("{name}")
-messages = [{{"role": "user", "content": "What is the capital of France?"}}]
-inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                       return_dict=True).to(model.device)
-print(tokenizer.decode(model.generate(**inputs, max_new_tokens=32)[0]))
-```
-
-{device_note} bitsandbytes on a CPU needs AVX2 (x86-64) and is much slower than on a GPU.
-"""
     (folder / "README.md").write_text(text, encoding="utf-8")
 
 
