@@ -1,0 +1,29 @@
+"""``quantdesk compare SRC_OR_DIR``: every output of one source side by side, from the sidecars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="table of every output of one source: size, PPL, KLD, speed",
+                       description="Size, bits per weight, perplexity, ΔPPL, KL divergence and tokens per "
+                       "second of every output of one source, read from the sidecars that "
+                       "`quantdesk quantize` and `quantdesk eval` write.")
+    p.add_argument("target", metavar="SRC_OR_DIR", help="the source model, or a folder of outputs")
+    p.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.evaluate.compare import compare_rows, find_artifacts, format_table
+
+    rows = compare_rows(find_artifacts(Path(args.target)))
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows]))
+    else:
+        print(format_table(rows))
+    return 0

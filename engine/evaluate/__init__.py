@@ -1,0 +1,1 @@
+"""Measure what quantization cost: perplexity, KL divergence against the original, speed."""

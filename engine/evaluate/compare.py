@@ -1,0 +1,147 @@
+"""Every artifact of one source side by side: size, bits per weight, quality and speed, from the sidecars."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.artifacts import Artifact, list_artifacts
+from engine.errors import QuantDeskError
+
+_FULL_PRECISION = ("gguf:F32", "gguf:F16", "gguf:BF16", "hf:fp16")
+
+
+@dataclass
+class Row:
+    name: str
+    path: str
+    format: str
+    source: str
+    size_bytes: int
+    bits_per_weight: float | None
+    ppl: float | None
+    delta_ppl: float | None
+    kld_mean: float | None
+    gen_tps: float | None
+    prompt_tps: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _candidates(target: Path) -> list[Path]:
+    folders = [target] if target.is_dir() else []
+    parent = target.parent
+    folders.append(parent)
+    for folder in (target, parent):
+        if folder.is_dir():
+            folders += [p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    seen: list[Path] = []
+    for f in folders:
+        if f not in seen:
+            seen.append(f)
+    return seen
+
+
+def find_artifacts(src_or_dir: Path) -> list[Artifact]:
+    """The artifacts of one source: those in a folder of outputs, or those whose sidecar names ``src``."""
+    target = Path(src_or_dir).expanduser()
+    if not target.exists():
+        raise QuantDeskError(f"{target} does not exist; point at a source model or a folder of outputs.")
+    found: dict[str, Artifact] = {}
+    direct = list_artifacts(target) if target.is_dir() else []
+    if direct:
+        for art in direct:
+            found[str(art.path)] = art
+    else:
+        wanted = str(target.resolve())
+        for folder in _candidates(target):
+            for art in list_artifacts(folder):
+                if art.source == wanted:
+                    found[str(art.path)] = art
+    if not found:
+        raise QuantDeskError(
+            f"No QuantDesk outputs found for {target}; quantize it first or point at the output folder."
+        )
+    return sorted(found.values(), key=lambda a: (-a.size_bytes, a.path.name))
+
+
+def _parameters(source: str) -> int | None:
+    if not source:
+        return None
+    try:
+        from engine.inspect import inspect_model
+
+        return inspect_model(source).parameters or None
+    except Exception:  # noqa: BLE001 - a moved or missing source only loses this column
+        return None
+
+
+def compare_rows(artifacts: list[Artifact]) -> list[Row]:
+    from engine.formats import FORMATS
+
+    params: dict[str, int | None] = {}
+    reference = _reference_ppl(artifacts)
+    rows = []
+    for art in artifacts:
+        ev = art.evaluation or {}
+        if art.source not in params:
+            params[art.source] = _parameters(art.source)
+        n = params[art.source]
+        if n:
+            bpw: float | None = art.size_bytes * 8 / n
+        else:
+            fmt = FORMATS.get(art.format)
+            bpw = fmt.bits_per_weight if fmt else None
+        ppl = ev.get("ppl")
+        base = ev.get("base_ppl") or reference.get(_text_key(ev))
+        delta = ppl - base if ppl is not None and base is not None else None
+        rows.append(Row(art.path.name, str(art.path), art.format, art.source, art.size_bytes, bpw, ppl, delta,
+                        ev.get("kld_mean"), ev.get("gen_tps"), ev.get("prompt_tps")))
+    return rows
+
+
+def _text_key(ev: dict[str, Any]) -> tuple[Any, Any]:
+    return ev.get("text"), ev.get("n_ctx")
+
+
+def _reference_ppl(artifacts: list[Artifact]) -> dict[tuple[Any, Any], float]:
+    """The full-precision artifact's PPL for each (text, context) it was measured on."""
+    ref: dict[tuple[Any, Any], float] = {}
+    for art in artifacts:
+        ev = art.evaluation or {}
+        if art.format in _FULL_PRECISION and ev.get("ppl") is not None:
+            ref.setdefault(_text_key(ev), ev["ppl"])
+    return ref
+
+
+def format_table(rows: list[Row]) -> str:
+    from engine.units import format_bytes
+
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    header = ("artifact", "format", "size", "bpw", "PPL", "ΔPPL", "KLD", "tok/s")
+    body = [
+        (
+            r.name,
+            r.format or "?",
+            format_bytes(r.size_bytes),
+            num(r.bits_per_weight, ".2f"),
+            num(r.ppl, ".4f"),
+            num(r.delta_ppl, "+.4f"),
+            num(r.kld_mean, ".5f"),
+            num(r.gen_tps, ".1f"),
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
+    lines = []
+    for i, line in enumerate([header, *body]):
+        cells = [str(c).ljust(w) if j < 2 else str(c).rjust(w) for j, (c, w) in enumerate(zip(line, widths,
+                                                                                                strict=True))]
+        lines.append("  ".join(cells).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
