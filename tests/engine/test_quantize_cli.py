@@ -18,8 +18,8 @@ def _cli(*args):
 
 def test_json_event_stream_and_success(smollm2_gguf, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run(_cli(smollm2_gguf["F16"], "--to", "Q4_0", "--out", out, "--json", "--threads", "2"),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(_cli(smollm2_gguf["F16"], "--to", "Q4_0", "--out", out, "--json", "--threads", "2",
+                               "--token-embedding-type", "q8_0"), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     progress = [e for e in events if e["event"] == "progress"]
@@ -31,6 +31,11 @@ def test_json_event_stream_and_success(smollm2_gguf, tmp_path):
     assert done["event"] == "done"
     assert [(o["type"], o["path"]) for o in done["outputs"]] == [("Q4_0", str(out / "smollm2-Q4_0.gguf"))]
     assert done["outputs"][0]["size_bytes"] == (out / "smollm2-Q4_0.gguf").stat().st_size
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    types = {t.name: t.tensor_type for t in GGUFReader(out / "smollm2-Q4_0.gguf").tensors}
+    assert types["token_embd.weight"] == GGMLQuantizationType.Q8_0  # the power-user option reached llama.cpp
+    assert types["blk.0.attn_q.weight"] == GGMLQuantizationType.Q4_0
 
 
 @pytest.mark.parametrize(
