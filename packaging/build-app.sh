@@ -43,7 +43,7 @@ staging="$work/dist"
 rm -rf "$staging"
 start=$(date +%s)
 echo "Building dist/quantdesk with PyInstaller $PYINSTALLER_VERSION (several minutes) ..."
-nice -n 10 "$py" -m PyInstaller --noconfirm ${clean[@]+"${clean[@]}"} --log-level WARN \
+PYTHONWARNINGS=ignore::DeprecationWarning nice -n 10 "$py" -m PyInstaller --noconfirm ${clean[@]+"${clean[@]}"} --log-level WARN \
   --distpath "$staging" --workpath "$work" packaging/quantdesk.spec
 "$staging/quantdesk/quantdesk" --version >/dev/null  # the bundle starts at all
 mkdir -p dist

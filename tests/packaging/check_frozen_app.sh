@@ -6,9 +6,10 @@
 #   tests/packaging/check_frozen_app.sh             build with packaging/build-app.sh, then check
 #   tests/packaging/check_frozen_app.sh --no-build  check the dist/quantdesk/ that is there
 #
-# Checks: `quantdesk --version`; `doctor --json` is JSON and finds the bundled llama.cpp;
-# `inspect` reads a Hugging Face folder and a GGUF file; `gui --screenshot shot.png` under
-# QT_QPA_PLATFORM=offscreen writes a PNG of the window. Prints the bundle's size and start-up times.
+# Checks: `quantdesk --version`; `doctor --json` is JSON and finds the bundled llama.cpp; torch loads
+# (`doctor --torch`); `inspect` reads a Hugging Face folder and a GGUF file; `gui --screenshot
+# shot.png` under QT_QPA_PLATFORM=offscreen writes a PNG of the window. Prints the bundle's size
+# and start-up times.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -54,6 +55,14 @@ if clean "$app" doctor --json > "$work/doctor.json" 2> "$work/doctor.err"; then
   fi
 else
   fail "doctor --json exited non-zero:"; cat "$work/doctor.err" >&2
+fi
+
+# torch is the heaviest part of the bundle and the easiest to break: ask whether it sees CUDA.
+if clean "$app" doctor --json --torch > "$work/doctor-torch.json" 2> "$work/doctor-torch.err" \
+   && json_check "$work/doctor-torch.json" 'd.get("torch_cuda") is not None'; then
+  pass "doctor --json --torch (torch loads inside the bundle)"
+else
+  fail "torch does not load inside the bundle (doctor --torch):"; cat "$work/doctor-torch.json" "$work/doctor-torch.err" >&2
 fi
 
 hf_model="$root/tests/.models/tiny"
