@@ -46,8 +46,6 @@ OPTION_DEFAULTS: dict[str, Any] = {
 }
 _COMPUTE_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
                    "half": "float16", "fp32": "float32", "float32": "float32"}
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 _RUNTIME_RAM = 1024**3  # torch + transformers + bitsandbytes in the child
 _CUDA_RESERVE = 512 * 1024**2
 
@@ -344,8 +342,10 @@ class BnbBackend(Backend):
         ]
         for part in parts:
             remove_quietly(part)
+        # "auto" on a machine with a GPU lets the child fall back to the CPU when torch has no CUDA.
+        asked = "auto" if device == "cuda" and str(request.device).lower() == "auto" else device
         child = run_in_child(
-            _worker_entry, str(source.folder), jobs, device, request.threads, cancel=cancel
+            _worker_entry, str(source.folder), jobs, asked, request.threads, cancel=cancel
         )
         promoted: list[Path] = []
         try:
@@ -407,7 +407,8 @@ def _worker_entry(reporter: Any, source: str, jobs: list[dict[str, Any]], device
 
 
 # Within one target, how far each step has got.
-_SPANS = {"loading": (0.0, 0.05), "quantizing": (0.05, 0.75), "saving": (0.75, 0.85), "verifying": (0.85, 1.0)}
+_SPANS = {"warning": (0.0, 0.0), "loading": (0.0, 0.05), "quantizing": (0.05, 0.75),
+          "saving": (0.75, 0.85), "verifying": (0.85, 1.0)}
 
 
 def _progress(payload: dict[str, Any], n_jobs: int) -> Progress:

@@ -101,6 +101,11 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
             "CUDA was asked for, but this PyTorch build cannot use the GPU; install a CUDA build of PyTorch "
             "(pip install torch --index-url https://download.pytorch.org/whl/cu128) or choose --device cpu."
         )
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            first.send("warning", 0.0, "This PyTorch build cannot use the GPU, so bitsandbytes runs on the CPU; "
+                       "chatting with the result will be slow.")
     if threads:
         torch.set_num_threads(int(threads))
     versions = _versions(torch, transformers)
