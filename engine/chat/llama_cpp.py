@@ -12,25 +12,18 @@ from engine.errors import QuantDeskError
 from engine.jobs import cpu_threads
 
 DEFAULT_CTX = 4096
-GGUF_MAGIC = b"GGUF"
 
 
 def check_gguf(path: Path) -> None:
     """Refuse a missing, truncated or foreign file with one clear sentence before llama.cpp sees it."""
+    from engine.gguf_header import read_gguf_header
+
     if not path.is_file():
         raise QuantDeskError(f"{path} does not exist; check the path.")
-    with path.open("rb") as fh:
-        head = fh.read(4)
-    if head != GGUF_MAGIC:
-        raise QuantDeskError(f"{path.name} is not a GGUF file (it does not start with 'GGUF'); choose a .gguf model.")
-    try:
-        from gguf import GGUFReader
-
-        GGUFReader(str(path), "r")
-    except Exception as err:  # noqa: BLE001 - any parse failure means the same to the user
-        raise QuantDeskError(
-            f"{path.name} is damaged or incomplete ({type(err).__name__}); quantize or download it again."
-        ) from None
+    header = read_gguf_header(path)
+    if not header.tensors or header.version < 2:
+        raise QuantDeskError(f"{path.name} is a damaged or incomplete GGUF file (no weights); "
+                             "quantize or download it again.")
 
 
 def open_llama(path: Path, *, n_ctx: int, threads: int | None, gpu_layers: int = 0, **kwargs: Any) -> Any:
@@ -51,8 +44,8 @@ def open_llama(path: Path, *, n_ctx: int, threads: int | None, gpu_layers: int =
         )
     except (ValueError, RuntimeError) as err:
         raise QuantDeskError(
-            f"llama.cpp could not load {path.name} ({err}); the file may be damaged or of an "
-            "architecture this llama-cpp-python does not know; update it or quantize the model again."
+            f"llama.cpp could not load {path.name} ({err}): the file is damaged or incomplete, or its "
+            "architecture is newer than this llama-cpp-python; quantize it again or update llama-cpp-python."
         ) from None
 
 
@@ -65,6 +58,7 @@ class LlamaCppChat(Chat):
         self.gpu_layers = 0
         self.offload_reason = ""
         self._llm: Any = None
+        self._ctx = 0
         self._template: str | None = None
         self._formatter: Any = None
         self._add_bos = False
@@ -108,6 +102,8 @@ class LlamaCppChat(Chat):
             self._bos_text = bos
             self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self._template = template
+        # llama.cpp may round its context up; Llama's own buffers keep the size asked for.
+        self._ctx = min(n_ctx, int(llm.n_ctx()))
         self._llm = llm
 
     def _free(self) -> None:
@@ -119,7 +115,7 @@ class LlamaCppChat(Chat):
 
     @property
     def n_ctx(self) -> int:
-        return int(self._llm.n_ctx()) if self._llm is not None else 0
+        return self._ctx if self._llm is not None else 0
 
     @property
     def has_template(self) -> bool:

@@ -37,18 +37,24 @@ def require_gpu_build() -> None:
 
 def gguf_layout(path: Path) -> tuple[int, int, int]:
     """(repeating layers, KV-cache bytes per context token, training context) from the GGUF header."""
-    from gguf import GGUFReader
+    from engine.gguf_header import read_gguf_header
 
-    reader = GGUFReader(str(path), "r")
-    arch = _field(reader, "general.architecture") or "llama"
-    layers = int(_field(reader, f"{arch}.block_count") or 0)
-    embd = int(_field(reader, f"{arch}.embedding_length") or 0)
-    heads = int(_field(reader, f"{arch}.attention.head_count") or 1)
-    kv_heads = int(_field(reader, f"{arch}.attention.head_count_kv") or heads)
-    head_dim = int(_field(reader, f"{arch}.attention.key_length") or (embd // max(heads, 1)))
-    ctx_train = int(_field(reader, f"{arch}.context_length") or 0)
+    fields = read_gguf_header(path).fields
+    arch = str(fields.get("general.architecture") or "llama")
+
+    def num(key: str, default: int = 0) -> int:
+        value = fields.get(f"{arch}.{key}")
+        if isinstance(value, list):  # per-layer values
+            value = max(value) if value else None
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+    layers = num("block_count")
+    embd = num("embedding_length")
+    heads = num("attention.head_count", 1) or 1
+    kv_heads = num("attention.head_count_kv", heads) or heads
+    head_dim = num("attention.key_length", embd // heads)
     # K and V, f16 each, per layer.
-    return layers, 2 * layers * kv_heads * head_dim * 2, ctx_train
+    return layers, 2 * layers * kv_heads * head_dim * 2, num("context_length")
 
 
 def plan_gpu_layers(path: Path, n_ctx: int, free_vram: int | None) -> OffloadPlan:
@@ -76,13 +82,3 @@ def free_vram_bytes() -> int | None:
     gpus = detect_gpus()
     return max((g.vram_free_bytes for g in gpus), default=None)
 
-
-def _field(reader: object, key: str) -> object:
-    field = reader.get_field(key)  # type: ignore[attr-defined]
-    if field is None:
-        return None
-    try:
-        return field.contents()
-    except Exception:  # older gguf: read the raw part
-        part = field.parts[field.data[0]]
-        return part.tobytes().decode() if part.dtype.kind == "u" and part.dtype.itemsize == 1 else part[0]
