@@ -161,19 +161,65 @@ def _scored_chunks(
         yield Progress(step=step, fraction=frac, message=f"{step}: chunk {i + 1} of {len(chunks)}")
 
 
+@dataclass
+class OriginalRun:
+    """The original model's log-probabilities over a text's chunks, ready to compare models against."""
+
+    chunks: list[list[int]]
+    store: LogProbStore
+    base_ppl: float
+    n_ctx: int
+    folder: tempfile.TemporaryDirectory
+
+    @property
+    def per_chunk(self) -> int:
+        return self.n_ctx - self.n_ctx // 2 - 1
+
+    def close(self) -> None:
+        self.store.close()
+        self.folder.cleanup()
+
+
+def score_original(
+    base: Scorer, text: str, n_ctx: int = DEFAULT_CTX, *, tokens: list[int] | None = None,
+    cancel: CancelToken | None = None, span: tuple[float, float] = (0.0, 1.0),
+) -> JobGen[OriginalRun]:
+    """Score the original once; several models can then be compared with it."""
+    cancel = cancel or CancelToken()
+    tokens = tokens if tokens is not None else base.tokenize(text)
+    chunks = split_chunks(tokens, n_ctx, base.bos_id, base.add_bos)
+    per_chunk = n_ctx - n_ctx // 2 - 1
+    folder = tempfile.TemporaryDirectory(prefix="quantdesk-kld-")
+    store = LogProbStore(per_chunk * len(chunks), base.n_vocab, Path(folder.name))
+    sums = _NllSums()
+
+    def keep(i: int, logits: np.ndarray, targets: np.ndarray) -> None:
+        sums.add(token_nll(logits, targets))
+        store.put(i * per_chunk, logits)
+
+    try:
+        yield from _scored_chunks(base, chunks, cancel, keep, "original", span)
+    except BaseException:
+        store.close()
+        folder.cleanup()
+        raise
+    return OriginalRun(chunks, store, sums.ppl()[0], n_ctx, folder)
+
+
 def perplexity(
     scorer: Scorer,
     text: str,
     n_ctx: int = DEFAULT_CTX,
     *,
-    base: Scorer | Callable[[], Scorer] | None = None,
+    base: Scorer | Callable[[], Scorer] | OriginalRun | None = None,
     tokens: list[int] | None = None,
     cancel: CancelToken | None = None,
 ) -> JobGen[PerplexityResult]:
     """PPL of ``scorer`` on ``text``; with ``base`` also the KL divergence against it.
 
-    ``base`` may be a factory so the original is loaded, used and freed before
-    the model under test needs its memory.
+    ``base`` may be an OriginalRun (scored once, reused), a Scorer, or a factory
+    so the original is loaded, used and freed before the model under test
+    needs its memory.
     """
     cancel = cancel or CancelToken()
     sums = _NllSums()
@@ -188,43 +234,41 @@ def perplexity(
         ppl, err = sums.ppl()
         return PerplexityResult(ppl, err, sums.count, len(chunks), n_ctx)
 
-    with tempfile.TemporaryDirectory(prefix="quantdesk-kld-") as tmp:
-        base_scorer = base() if callable(base) and not isinstance(base, Scorer) else base
+    owned = not isinstance(base, OriginalRun)
+    if isinstance(base, OriginalRun):
+        run = base
+    else:
+        base_scorer = base if isinstance(base, Scorer) else base()
         try:
-            tokens = tokens if tokens is not None else base_scorer.tokenize(text)
-            chunks = split_chunks(tokens, n_ctx, base_scorer.bos_id, base_scorer.add_bos)
-            per_chunk = n_ctx - n_ctx // 2 - 1
-            store = LogProbStore(per_chunk * len(chunks), base_scorer.n_vocab, Path(tmp))
-            base_sums = _NllSums()
-
-            def keep(i: int, logits: np.ndarray, targets: np.ndarray) -> None:
-                base_sums.add(token_nll(logits, targets))
-                store.put(i * per_chunk, logits)
-
-            yield from _scored_chunks(base_scorer, chunks, cancel, keep, "original", (0.0, 0.5))
+            run = yield from score_original(base_scorer, text, n_ctx, tokens=tokens, cancel=cancel,
+                                            span=(0.0, 0.5))
         finally:
             if base_scorer is not base:
                 base_scorer.close()
-        if store.n_vocab != scorer.n_vocab:
+    try:
+        if run.store.n_vocab != scorer.n_vocab:
             raise QuantDeskError(
                 f"The model has {scorer.n_vocab} tokens in its vocabulary but the original has "
-                f"{store.n_vocab}; compare a model only with the checkpoint it was made from."
+                f"{run.store.n_vocab}; compare a model only with the checkpoint it was made from."
             )
+        per_chunk = run.per_chunk
 
         def compare(i: int, logits: np.ndarray, targets: np.ndarray) -> None:
             sums.add(token_nll(logits, targets))
-            kld, same = kl_rows(store.get(i * per_chunk, len(logits)), logits)
+            kld, same = kl_rows(run.store.get(i * per_chunk, len(logits)), logits)
             sums.kld.append(kld)
             sums.same_top += int(same.sum())
 
-        yield from _scored_chunks(scorer, chunks, cancel, compare, "perplexity", (0.5, 1.0))
-        store.close()
+        yield from _scored_chunks(scorer, run.chunks, cancel, compare, "perplexity", (0.5 if owned else 0.0, 1.0))
+    finally:
+        if owned:
+            run.close()
     ppl, err = sums.ppl()
     klds = np.concatenate(sums.kld)
     return PerplexityResult(
-        ppl, err, sums.count, len(chunks), n_ctx,
+        ppl, err, sums.count, len(run.chunks), run.n_ctx,
         kld_mean=float(klds.mean()),
         kld_p99=float(np.percentile(klds, 99)),
         same_top_pct=100.0 * sums.same_top / sums.count,
-        base_ppl=base_sums.ppl()[0],
+        base_ppl=run.base_ppl,
     )
