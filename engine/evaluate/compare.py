@@ -86,12 +86,13 @@ def compare_rows(artifacts: list[Artifact]) -> list[Row]:
     rows = []
     for art in artifacts:
         ev = art.evaluation or {}
-        if art.source not in params:
+        bpw = art.bits_per_weight  # from the parameter count the sidecar recorded
+        if bpw is None and art.source not in params:
             params[art.source] = _parameters(art.source)
-        n = params[art.source]
-        if n:
-            bpw: float | None = art.size_bytes * 8 / n
-        else:
+        n = params.get(art.source)
+        if bpw is None and n:
+            bpw = art.size_bytes * 8 / n
+        elif bpw is None:
             fmt = FORMATS.get(art.format)
             bpw = fmt.bits_per_weight if fmt else None
         ppl = ev.get("ppl")
