@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject
 
 from qtapp import settings
+from qtapp.job_work import evaluate_job, quantize_job
 from qtapp.views.jobs import JobSpec
-from qtapp.workers import Outcome, run_in_background
+from qtapp.workers import Outcome, in_process, run_in_background
 
 if TYPE_CHECKING:
     from qtapp.main_window import MainWindow
@@ -56,14 +57,10 @@ class JobController(QObject):
             options=view.options(),
         )
 
-        def work(cancel):
-            from engine.quantize import quantize
-
-            return quantize(request, cancel)
-
         names = ", ".join(get_format(t).name for t in targets)
         self.w.banner.dismiss()
-        view.queue.add(JobSpec(f"{session.model_path.name} → {names}", work, "quantize", out_dir,
+        view.queue.add(JobSpec(f"{session.model_path.name} → {names}", in_process(quantize_job, request),
+                               "quantize", out_dir,
                                {"source": str(session.model_path)}))
 
     # --- evaluate ---------------------------------------------------------------
@@ -74,12 +71,8 @@ class JobController(QObject):
             return
         base = session.model_path
 
-        def work(cancel):
-            from engine.evaluate import evaluate_artifacts
-
-            return evaluate_artifacts([Path(p) for p in paths], base=base, cancel=cancel)
-
         title = "Evaluate " + ", ".join(Path(p).name for p in paths)
+        work = in_process(evaluate_job, [Path(p) for p in paths], base)
         self.w.quantize.queue.add(JobSpec(title, work, "evaluate", None, {"paths": [str(p) for p in paths]}))
         self.w.tabs.setCurrentWidget(self.w.quantize)
 

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qtapp import refcount_guard
 from qtapp.assets import icon
 from qtapp.controller import JobController
 from qtapp.session import Session
@@ -37,6 +38,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, model: Path | None = None) -> None:
         super().__init__()
+        refcount_guard.install()
         self.setWindowTitle("QuantDesk")
         self.setWindowIcon(icon("quantdesk"))
         self.setAcceptDrops(True)
@@ -110,7 +112,7 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         s = self.session
         s.machine_changed.connect(self.machine.show_machine)
-        s.machine_changed.connect(lambda m: [p.set_cuda_available(bool(m.get("gpus"))) for p in self.chat.panes()])
+        s.machine_changed.connect(self._machine_changed)
         s.choices_changed.connect(self.model_panel.set_choices)
         s.model_loading.connect(self._model_loading)
         s.model_opened.connect(self._model_opened)
@@ -156,6 +158,10 @@ class MainWindow(QMainWindow):
     def chat_with(self, path: Path) -> None:
         self.jobs.refresh_artifacts(prefer=Path(path))
         self.tabs.setCurrentWidget(self.chat)
+
+    def _machine_changed(self, machine: dict) -> None:
+        for pane in self.chat.panes():
+            pane.set_cuda_available(bool(machine.get("gpus")))
 
     def show_error(self, message: str) -> None:
         if not message:

@@ -35,7 +35,7 @@ class Session(QObject):
     choices_changed = Signal(object, list)  # demo path or None, [(name, path)] from the HF cache
     error = Signal(str)
 
-    MACHINE_REFRESH_MS = 2000
+    MACHINE_REFRESH_MS = 3000
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -58,7 +58,7 @@ class Session(QObject):
 
     def track(self, task: Task) -> Task:
         self._pending.add(task)
-        task.ended.connect(lambda _o, t=task: self._pending.discard(t))
+        task.ended.connect(lambda _o, t=task: self._pending.discard(t))  # returns None
         return task
 
     # --- machine ----------------------------------------------------------

@@ -5,11 +5,22 @@ Every engine call the window makes runs here, on a worker thread (superqt's
 a callable taking a CancelToken; it may return a value, or a generator that
 yields progress (engine Progress events, chat tokens) and returns a value.
 Errors arrive as the same one-line sentence the CLI prints.
+
+Queue jobs (quantize, evaluate) go one step further: ``in_process`` runs the
+engine generator in a separate Python process, so nothing the engine does in
+Python (reading a 300 MB GGUF back to verify it, importing numpy) can hold
+the window's interpreter lock. Cancel is cooperative there: the job process
+sets its CancelToken and the engine removes what it started.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import multiprocessing as mp
+import os
+import queue
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +38,7 @@ Work = Callable[[CancelToken], Any]
 QThreadPool.globalInstance().setMaxThreadCount(max(8, QThreadPool.globalInstance().maxThreadCount()))
 
 _ACTIVE: set[Task] = set()
+JOB_NICENESS = 10
 
 
 @dataclass
@@ -111,6 +123,86 @@ class Task(QObject):
         self.ended.emit(outcome)
 
 
+def in_process(job: Callable[..., Any], *args: Any) -> Work:
+    """Work that runs ``job(cancel, *args)`` (a generator yielding Progress) in its own process.
+
+    ``job`` and ``args`` must pickle: a module-level function of a Qt-free module.
+    """
+
+    def work(cancel: CancelToken):
+        ctx = mp.get_context("spawn")
+        events = ctx.Queue()
+        stop = ctx.Event()
+        proc = ctx.Process(target=_process_main, args=(events, stop, job, args), name="quantdesk-job")
+        proc.start()
+        try:
+            while True:
+                if cancel.cancelled:
+                    stop.set()
+                try:
+                    kind, payload = events.get(timeout=0.05)
+                except queue.Empty:
+                    if proc.is_alive():
+                        continue
+                    try:
+                        kind, payload = events.get(timeout=1.0)
+                    except queue.Empty:
+                        raise QuantDeskError(
+                            f"The job's process stopped unexpectedly (exit code {proc.exitcode}); "
+                            "check free memory and try again.") from None
+                if kind == "progress":
+                    yield payload
+                elif kind == "result":
+                    return payload
+                elif kind == "cancelled":
+                    raise JobCancelled(payload)
+                else:
+                    err = QuantDeskError(payload[0])
+                    err.child_traceback = payload[1]  # type: ignore[attr-defined]
+                    raise err
+        finally:
+            stop.set()
+            proc.join(timeout=15)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=2)
+            events.close()
+
+    return work
+
+
+def _process_main(events: Any, stop: Any, job: Callable[..., Any], args: tuple) -> None:
+    """The job process: drive the engine generator, forward its events, honour stop."""
+    cancel = CancelToken()
+    parent = os.getppid()
+    # The job (and the converter/quantizer processes it starts) yields the CPU to the
+    # window: a desktop app should never feel frozen while it works.
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(JOB_NICENESS)
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            if os.getppid() != parent:  # the window went away: stop, clean up
+                break
+        cancel.cancel()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        gen = job(cancel, *args)
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as done:
+                events.put(("result", done.value))
+                break
+            events.put(("progress", event))
+    except JobCancelled as err:
+        events.put(("cancelled", str(err)))
+    except BaseException as err:  # noqa: BLE001 - reported to the window in one line
+        detail = getattr(err, "child_traceback", None) or traceback.format_exc()
+        events.put(("error", (one_line(err), detail)))
+
+
 def run_in_background(
     work: Work,
     *,
@@ -144,7 +236,12 @@ def wait_until(predicate: Callable[[], bool], timeout_ms: int) -> bool:
     clock.start()
     poll = QTimer()
     poll.setInterval(20)
-    poll.timeout.connect(lambda: (predicate() or clock.elapsed() > timeout_ms) and loop.quit())
+
+    def check() -> None:
+        if predicate() or clock.elapsed() > timeout_ms:
+            loop.quit()
+
+    poll.timeout.connect(check)
     poll.start()
     loop.exec()
     poll.stop()

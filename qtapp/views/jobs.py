@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QUrl, Signal
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QDialog,
@@ -47,6 +47,9 @@ class JobRow(QWidget):
         super().__init__()
         self.spec = spec
         self.log_lines: list[str] = [f"{time.strftime('%H:%M:%S')} queued: {spec.title}"]
+        self._latest: Any = None
+        self._paint_timer = QTimer(self, singleShot=True, interval=100)
+        self._paint_timer.timeout.connect(self._paint_progress)
         self.outputs: list[Path] = []
         frame, layout = panel()
         outer = QVBoxLayout(self)
@@ -72,21 +75,32 @@ class JobRow(QWidget):
         layout.addLayout(info)
         buttons = QHBoxLayout()
         self.cancel_btn = QPushButton(icon("stop"), "Cancel")
-        self.cancel_btn.clicked.connect(self.cancel_requested.emit)
+        self.cancel_btn.clicked.connect(self._cancel_clicked)
         self.log_btn = QPushButton(icon("log"), "Log")
         self.log_btn.clicked.connect(self.open_log)
         self.chat_btn = QPushButton(icon("chat"), "Chat with it")
         self.folder_btn = QPushButton(icon("folder"), "Open folder")
         self.eval_btn = QPushButton(icon("evaluate"), "Evaluate")
-        self.chat_btn.clicked.connect(lambda: self.outputs and self.chat_requested.emit(self.outputs[0]))
+        self.chat_btn.clicked.connect(self._chat_clicked)
         self.folder_btn.clicked.connect(self._open_folder)
-        self.eval_btn.clicked.connect(lambda: self.evaluate_requested.emit(list(self.outputs)))
+        self.eval_btn.clicked.connect(self._evaluate_clicked)
         for b in (self.cancel_btn, self.log_btn, self.chat_btn, self.folder_btn, self.eval_btn):
             buttons.addWidget(b)
         buttons.addStretch(1)
         for b in (self.chat_btn, self.folder_btn, self.eval_btn):
             b.hide()
         layout.addLayout(buttons)
+
+    # Slots return None: see qtapp/refcount_guard.py.
+    def _cancel_clicked(self) -> None:
+        self.cancel_requested.emit()
+
+    def _chat_clicked(self) -> None:
+        if self.outputs:
+            self.chat_requested.emit(self.outputs[0])
+
+    def _evaluate_clicked(self) -> None:
+        self.evaluate_requested.emit(list(self.outputs))
 
     def log(self, line: str) -> None:
         self.log_lines.append(f"{time.strftime('%H:%M:%S')} {line}")
@@ -96,6 +110,18 @@ class JobRow(QWidget):
         self.log("started")
 
     def show_progress(self, event: Any) -> None:
+        """Log now; paint at most ten times a second (a job may report hundreds of tensors a second)."""
+        message = getattr(event, "message", "")
+        if message and not getattr(event, "tensor_name", None):
+            self.log(f"{getattr(event, 'step', '')}: {message}")
+        self._latest = event
+        if not self._paint_timer.isActive():
+            self._paint_timer.start()
+
+    def _paint_progress(self) -> None:
+        event, self._latest = self._latest, None
+        if event is None:
+            return
         fraction = getattr(event, "fraction", None)
         if fraction is None:
             return
@@ -110,11 +136,10 @@ class JobRow(QWidget):
         self.step.setText(" · ".join(p for p in parts if p))
         eta = getattr(event, "eta_s", None)
         self.eta.setText(f"about {_duration(eta)} left" if eta is not None else "")
-        message = getattr(event, "message", "")
-        if message and not getattr(event, "tensor_name", None):
-            self.log(f"{event.step}: {message}")
 
     def finished(self, outcome: Outcome) -> None:
+        self._paint_timer.stop()
+        self._latest = None
         self.cancel_btn.hide()
         self.eta.setText("")
         if outcome.status == "ok":

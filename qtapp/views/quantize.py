@@ -106,7 +106,7 @@ class QuantizeView(QWidget):
         self.start = QPushButton(icon("start"), "Quantize")
         self.start.setObjectName("Primary")
         self.start.setToolTip("Add a job to the queue (Ctrl+Enter)")
-        self.start.clicked.connect(self.start_requested.emit)
+        self.start.clicked.connect(self._start_clicked)
         self.status = muted("")
         start_row.addWidget(self.start)
         start_row.addWidget(self.status, 1)
@@ -114,6 +114,9 @@ class QuantizeView(QWidget):
         layout.addWidget(heading("Jobs"))
         self.queue = JobQueue()
         layout.addWidget(self.queue, 1)
+
+    def _start_clicked(self) -> None:
+        self.start_requested.emit()
 
     def _box(self, fid: str) -> QCheckBox:
         fmt = FORMATS[fid]

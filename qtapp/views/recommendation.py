@@ -64,9 +64,12 @@ class RecommendationView(QWidget):
         layout.addWidget(self.hint)
         self.options: list[dict[str, Any]] = []
         self._debounce = QTimer(self, singleShot=True, interval=300)
-        self._debounce.timeout.connect(lambda: self.context_changed.emit(self.context.value()))
+        self._debounce.timeout.connect(self._emit_context)
         self.context.valueChanged.connect(lambda _v: self._debounce.start())
         self.table.itemSelectionChanged.connect(self._selection_changed)
+
+    def _emit_context(self) -> None:
+        self.context_changed.emit(self.context.value())
 
     def set_max_context(self, n: int | None) -> None:
         if n:

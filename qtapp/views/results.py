@@ -38,9 +38,9 @@ class ResultsView(QWidget):
         top.addWidget(heading("Results"))
         top.addStretch(1)
         self.refresh_btn = QPushButton("Refresh")
-        self.refresh_btn.clicked.connect(self.refresh_requested.emit)
+        self.refresh_btn.clicked.connect(self._refresh_clicked)
         self.eval_btn = QPushButton(icon("evaluate"), "Evaluate selected")
-        self.eval_btn.clicked.connect(lambda: self.evaluate_requested.emit(self.selected_paths()))
+        self.eval_btn.clicked.connect(self._evaluate_clicked)
         self.chat_btn = QPushButton(icon("chat"), "Chat with selected")
         self.chat_btn.clicked.connect(self._chat)
         for b in (self.refresh_btn, self.eval_btn, self.chat_btn):
@@ -101,6 +101,12 @@ class ResultsView(QWidget):
     def selected_paths(self) -> list[Path]:
         rows = sorted({i.row() for i in self.table.selectedIndexes()})
         return [Path(self.rows[r]["path"]) for r in rows if r < len(self.rows)]
+
+    def _refresh_clicked(self) -> None:
+        self.refresh_requested.emit()
+
+    def _evaluate_clicked(self) -> None:
+        self.evaluate_requested.emit(self.selected_paths())
 
     def _chat(self) -> None:
         paths = self.selected_paths()

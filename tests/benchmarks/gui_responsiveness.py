@@ -32,15 +32,21 @@ class Heartbeat:
         from PySide6.QtCore import Qt, QTimer
 
         self.ticks: list[float] = []
+        self.labels: list[str] = []
+        self.label = lambda: ""
         self.timer = QTimer()
         self.timer.setTimerType(Qt.TimerType.PreciseTimer)
         self.timer.setInterval(TICK_MS)
-        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        self.ticks.append(time.perf_counter())
+        self.labels.append(self.label())
 
     def run(self, until) -> list[float]:
         from qtapp.workers import wait_until
 
-        self.ticks = []
+        self.ticks, self.labels = [], []
         self.timer.start()
         wait_until(until, 30 * 60 * 1000)
         self.timer.stop()
@@ -89,7 +95,11 @@ def main() -> int:
     began = time.monotonic()
     window.quantize.start.click()
     queue = window.quantize.queue
+    beat.label = lambda: queue.rows[-1].step.text() if queue.rows else ""
     busy = beat.run(lambda: not queue.busy)
+    worst = sorted(range(len(busy)), key=lambda i: -busy[i])[:5]
+    for i in worst:
+        print(f"stall {busy[i]:.1f} ms at {beat.ticks[i] - beat.ticks[0]:.2f} s, job step: {beat.labels[i + 1]!r}")
     job_s = time.monotonic() - began
     row = queue.rows[-1]
     if row.state.text() != "done":
@@ -114,7 +124,7 @@ def main() -> int:
         "load_average_1min": load,
         "cpus": os.cpu_count(),
     }
-    print(json.dumps(result))
+    print(json.dumps(result), flush=True)
     return 0 if result["max_stall_ms"] < 50 else 1
 
 
