@@ -96,7 +96,8 @@ class JobController(QObject):
         if source != self.w.session.model_path:
             return
         self.w.results.show_rows(rows)
-        choices = [(f"{Path(r['path']).name} ({_label(r)})", Path(r["path"])) for r in rows]
+        choices = [(f"{r['name']} ({'original' if r.get('original') else _label(r)})", Path(r["path"]))
+                   for r in rows]
         self.w.chat.set_models(choices, prefer)
 
 
@@ -108,16 +109,15 @@ def _label(row: dict[str, Any]) -> str:
 
 
 def _library(source: Path, out_dir: Path) -> list[dict[str, Any]]:
-    """The original and every artifact made from it, as comparison rows from the engine."""
-    from engine.artifacts import list_artifacts
+    """The original and every artifact made from it, as the engine's comparison rows."""
+    from engine.artifacts import artifacts_of, describe
+    from engine.evaluate.compare import compare_rows
 
-    resolved = str(source.resolve())
-    rows: list[dict[str, Any]] = [{"path": str(source), "format": "original", "size_bytes": None}]
-    for art in list_artifacts(out_dir):
-        if art.source == resolved:
-            row = {"path": str(art.path), "format": art.format, "size_bytes": art.size_bytes}
-            row.update(art.evaluation or {})
-            rows.append(row)
+    original = describe(source)
+    artifacts = ([original] if original is not None else []) + artifacts_of(source, out_dir)
+    rows = [row.to_dict() for row in compare_rows(artifacts)]
+    if rows and original is not None:
+        rows[0]["original"] = True
     return rows
 
 

@@ -15,6 +15,25 @@ def quantize_job(cancel: CancelToken, request: Any):
 
 
 def evaluate_job(cancel: CancelToken, paths: list[Path], base: Path | None):
-    from engine.evaluate import evaluate_artifacts
+    """Perplexity, KL divergence against the original (when it is not the model itself) and speed."""
+    from engine.evaluate.run import EvalRequest, evaluate
+    from engine.evaluate.texts import read_text
+    from engine.jobs import Progress
 
-    return (yield from evaluate_artifacts(paths, base=base, cancel=cancel))
+    text = read_text(None)
+    results = []
+    for i, path in enumerate(paths):
+        same = base is not None and Path(path).resolve() == Path(base).resolve()
+        request = EvalRequest(model=Path(path), text=text, base=None if same else base)
+        gen = evaluate(request, cancel)
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as done:
+                results.append(done.value)
+                break
+            if isinstance(event, Progress):
+                event.fraction = (i + event.fraction) / len(paths)
+                event.message = f"{Path(path).name}: {event.message}"
+            yield event
+    return results

@@ -43,7 +43,7 @@ class QualityChart(QChartView):
         xs, ys = [], []
         for row in points:
             series = QScatterSeries()
-            series.setName(row.get("label") or Path(row.get("path", "")).name)
+            series.setName(row.get("name") or Path(row.get("path", "")).name)
             series.setMarkerSize(12)
             x, y = row["size_bytes"] / scale, float(row["ppl"])
             xs.append(x)

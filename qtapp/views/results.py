@@ -76,10 +76,10 @@ class ResultsView(QWidget):
         for r, row in enumerate(rows):
             fmt = FORMATS.get(row.get("format", ""))
             cells = [
-                Path(row.get("path", "")).name,
-                fmt.label if fmt else row.get("format", ""),
+                row.get("name") or Path(row.get("path", "")).name,
+                ("original · " if row.get("original") else "") + (fmt.label if fmt else row.get("format", "")),
                 format_bytes(row.get("size_bytes")),
-                _num(row.get("bpw"), 2),
+                _num(row.get("bits_per_weight"), 2),
                 _num(row.get("ppl"), 3),
                 _num(row.get("delta_ppl"), 3, signed=True),
                 _num(row.get("kld_mean"), 4),
