@@ -13,7 +13,8 @@ _T0 = float(os.environ.get("QUANTDESK_T0") or time.time())
 
 
 def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None = None,
-            size: str = "1280x800", tab: str | None = None) -> int:
+            size: str = "1280x800", tab: str | None = None, out: str | None = None,
+            prompt: str | None = None) -> int:
     if screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication
@@ -25,6 +26,10 @@ def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None
     app.setApplicationName("QuantDesk")
     app.setOrganizationName("QuantDesk")
     app.setStyleSheet(style_sheet())
+    if out:
+        from qtapp import settings
+
+        settings.set_output_folder(str(Path(out).expanduser().resolve()))
     window = MainWindow(model=Path(model) if model else None)
     if os.environ.get("QUANTDESK_EXIT_AFTER_PAINT"):
         window.first_painted.connect(lambda: _report_first_paint(app))
@@ -34,7 +39,7 @@ def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None
         window.show_tab(tab)
     window.show()
     if screenshot:
-        return _screenshot(app, window, screenshot)
+        return _screenshot(app, window, screenshot, prompt)
     return app.exec()
 
 
@@ -45,12 +50,16 @@ def _report_first_paint(app) -> None:
     app.quit()
 
 
-def _screenshot(app, window, path: str) -> int:
+def _screenshot(app, window, path: str, prompt: str | None) -> int:
     from qtapp.workers import wait_until
 
     wait_until(lambda: window.started, 10000)
     # Let machine detection, inspection and the recommendation land before grabbing.
     wait_until(lambda: not window.session.busy, 120000)
+    if prompt:
+        window.chat.prompt.setText(prompt)
+        window.chat.send()
+        wait_until(lambda: not window.chat.busy, 300000)
     wait_until(lambda: False, 300)  # one more round of layout
     ok = window.grab().save(path)
     window.close()

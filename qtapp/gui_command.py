@@ -12,10 +12,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="1280x800", help="window size, e.g. 1920x1080")
     p.add_argument("--tab", choices=("recommendation", "quantize", "chat", "results"),
                    help="the tab to show first")
+    p.add_argument("--out", metavar="DIR", help="the output folder (remembered, like choosing it in the window)")
+    p.add_argument("--prompt", metavar="TEXT",
+                   help="with --screenshot: ask the newest output this first, and wait for the reply")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from qtapp.app import run_gui
 
-    return run_gui([], model=args.model, screenshot=args.screenshot, size=args.size, tab=args.tab)
+    return run_gui([], model=args.model, screenshot=args.screenshot, size=args.size, tab=args.tab,
+                   out=args.out, prompt=args.prompt)

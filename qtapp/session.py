@@ -171,12 +171,6 @@ def _recommend(info: Any, machine: Any, context: int) -> dict[str, Any]:
 
 def _find_choices(_cancel) -> tuple[Path | None, list[tuple[str, Path]]]:
     from engine.demo import demo_model_dir
+    from engine.inspect import cached_models
 
-    cached: list[tuple[str, Path]] = []
-    try:
-        from engine.inspect import cached_models
-    except ImportError:
-        cached_models = None
-    if cached_models is not None:
-        cached = [(m.name, Path(m.path)) if hasattr(m, "path") else m for m in cached_models()]
-    return demo_model_dir(), cached
+    return demo_model_dir(), cached_models()

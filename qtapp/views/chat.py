@@ -95,8 +95,10 @@ class ChatView(QWidget):
         return [self.left, self.right] if self.side_by_side.isChecked() else [self.left]
 
     def set_models(self, choices: list[tuple[str, Path]], prefer: Path | None = None) -> None:
-        self.left.set_models(choices, prefer)
-        self.right.set_models(choices, choices[0][1] if choices and prefer is None else None)
+        """Left: the newest output unless one was asked for; right: the original, to compare against."""
+        newest = choices[-1][1] if choices else None
+        self.left.set_models(choices, prefer, default=newest)
+        self.right.set_models(choices, None, default=choices[0][1] if choices else None)
 
     def sampling(self) -> dict[str, Any]:
         return {

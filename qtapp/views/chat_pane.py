@@ -43,7 +43,8 @@ class ChatPane(QWidget):
         self._reply = ""
 
     # --- choices ---------------------------------------------------------
-    def set_models(self, choices: list[tuple[str, Path]], prefer: Path | None = None) -> None:
+    def set_models(self, choices: list[tuple[str, Path]], prefer: Path | None = None,
+                   default: Path | None = None) -> None:
         current = self.current_model()
         self.model.blockSignals(True)
         self.model.clear()
@@ -51,7 +52,7 @@ class ChatPane(QWidget):
             self.model.addItem(label, str(path))
             self.model.setItemData(self.model.count() - 1, str(path), Qt.ItemDataRole.ToolTipRole)
         self.model.blockSignals(False)
-        want = prefer or current
+        want = prefer or current or default
         if want is not None:
             self.select_model(want)
 

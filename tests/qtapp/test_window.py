@@ -31,6 +31,38 @@ def test_not_a_model_shows_the_cli_sentence(qtbot, main_window, tmp_path):
     assert main_window.session.model_path is None
 
 
+def test_hf_cache_pick_and_drop_open_models(qtbot, gui_settings, smollm2_dir, tmp_path, monkeypatch):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    from qtapp.main_window import MainWindow
+
+    snapshot = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-135M-Instruct" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    for f in smollm2_dir.iterdir():  # the cache holds links to its blobs, so links it is
+        (snapshot / f.name).symlink_to(f)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    picks = window.model_panel.picks
+    qtbot.waitUntil(lambda: any(picks.item(i).text() == "HF cache: HuggingFaceTB/SmolLM2-135M-Instruct"
+                                for i in range(picks.count())), timeout=30_000)
+    item = next(picks.item(i) for i in range(picks.count()) if picks.item(i).text().startswith("HF cache"))
+    picks.itemClicked.emit(item)
+    qtbot.waitUntil(lambda: window.session.model_path == snapshot and not window.session.busy, timeout=30_000)
+    assert window.session.model_info["parameters"] == 134_515_008
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(smollm2_dir))])
+    drop = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                      Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(drop)
+    qtbot.waitUntil(lambda: window.session.model_path == smollm2_dir and not window.session.busy, timeout=30_000)
+    assert window.session.model_info["parameters"] == 134_515_008
+    window.close()
+
+
 def test_open_quantize_q8_and_chat(qtbot, main_window, smollm2_dir, tmp_path):
     window = main_window
     _open(qtbot, window, smollm2_dir)

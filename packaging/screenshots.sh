@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Renders the README's screenshots from the real window into docs/screenshots/*.png.
+#
+#   packaging/screenshots.sh [MODEL]
+#
+# MODEL defaults to the demo model (SmolLM2-135M-Instruct, prepared once). The
+# outputs shown (GGUF Q4_K_M and Q8_0, evaluated against the original) are made
+# once into a cache folder and reused. Each picture is `quantdesk gui --screenshot`
+# at 1280x800 and 1920x1080, offscreen, with settings kept away from the user's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+export QT_QPA_PLATFORM=offscreen
+MODEL=${1:-$("$PY" -m engine demo | tail -n 1)}
+NAME=$(basename "$MODEL")
+CACHE=${QUANTDESK_SCREENSHOT_CACHE:-$HOME/.cache/quantdesk-screenshots}
+OUT="$CACHE/outputs"
+SHOTS=docs/screenshots
+mkdir -p "$OUT" "$SHOTS"
+export XDG_CONFIG_HOME="$CACHE/config"  # the window's QSettings, not the user's
+
+missing=()
+for type in Q4_K_M Q8_0; do
+  [ -f "$OUT/$NAME-$type.gguf" ] || missing+=("$type")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  nice "$PY" -m engine quantize "$MODEL" --to "$(IFS=,; echo "${missing[*]}")" --out "$OUT"
+fi
+for type in Q4_K_M Q8_0; do
+  file="$OUT/$NAME-$type.gguf"
+  if ! grep -q '"ppl"' "$file.quantdesk.json" 2>/dev/null; then
+    nice "$PY" -m engine eval "$file" --base "$MODEL"
+  fi
+done
+
+shot() {  # shot NAME SIZE TAB [extra args]
+  local name=$1 size=$2 tab=$3
+  shift 3
+  "$PY" -m qtapp.launch gui --model "$MODEL" --out "$OUT" --tab "$tab" --size "$size" \
+    --screenshot "$SHOTS/$name-$size.png" "$@"
+  echo "$SHOTS/$name-$size.png"
+}
+
+for size in 1280x800 1920x1080; do
+  shot recommendation "$size" recommendation
+  shot quantize "$size" quantize
+  shot results "$size" results
+done
+shot chat 1280x800 chat --prompt "What is the capital of France?"
