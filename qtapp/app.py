@@ -13,10 +13,11 @@ _T0 = float(os.environ.get("QUANTDESK_T0") or time.time())
 
 
 def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None = None,
-            size: str = "1280x800", tab: str | None = None, out: str | None = None,
+            size: str | None = None, tab: str | None = None, out: str | None = None,
             prompt: str | None = None) -> int:
     if screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        size = size or "1280x800"
     from PySide6.QtWidgets import QApplication
 
     from qtapp.assets import style_sheet
@@ -33,8 +34,11 @@ def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None
     window = MainWindow(model=Path(model) if model else None)
     if os.environ.get("QUANTDESK_EXIT_AFTER_PAINT"):
         window.first_painted.connect(lambda: _report_first_paint(app))
-    width, height = (int(v) for v in size.lower().split("x"))
-    window.resize(width, height)
+    if size:
+        width, height = (int(v) for v in size.lower().split("x"))
+        window.resize(width, height)
+    elif not window.restore_geometry():
+        window.resize(1280, 800)
     if tab:
         window.show_tab(tab)
     window.show()

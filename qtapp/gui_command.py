@@ -9,7 +9,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gui", help="open the window (the default with no command)")
     p.add_argument("--screenshot", metavar="FILE", help="render the window offscreen to a PNG and exit")
     p.add_argument("--model", metavar="PATH", help="open this model first")
-    p.add_argument("--size", default="1280x800", help="window size, e.g. 1920x1080")
+    p.add_argument("--size", help="window size, e.g. 1920x1080 (default: as last closed; 1280x800 for --screenshot)")
     p.add_argument("--tab", choices=("recommendation", "quantize", "chat", "results"),
                    help="the tab to show first")
     p.add_argument("--out", metavar="DIR", help="the output folder (remembered, like choosing it in the window)")

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qtapp import refcount_guard
+from qtapp import refcount_guard, settings
 from qtapp.assets import icon
 from qtapp.controller import JobController
 from qtapp.session import Session
@@ -175,6 +175,8 @@ class MainWindow(QMainWindow):
 
     def _model_loading(self, path: Path) -> None:
         self.model_panel.show_loading(path)
+        self.results.show_rows([])
+        self.chat.set_models([])
         self.recommendation.clear(f"Reading {path.name}…")
         self.statusBar().showMessage(f"Reading {path}…")
 
@@ -233,4 +235,9 @@ class MainWindow(QMainWindow):
             wait_until(lambda: not queue.busy, 15000)
         for pane in self.chat.panes():
             pane.close_model()
+        settings.set_value("window_geometry", self.saveGeometry())
         event.accept()
+
+    def restore_geometry(self) -> bool:
+        geometry = settings.value("window_geometry")
+        return bool(geometry) and self.restoreGeometry(geometry)

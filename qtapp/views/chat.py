@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
@@ -83,7 +82,6 @@ class ChatView(QWidget):
         row.addWidget(self.send_btn)
         row.addWidget(self.stop_btn)
         layout.addLayout(row)
-        QShortcut(QKeySequence("Ctrl+Return"), self.prompt, self.send)
         for pane in self.panes():
             pane.busy_changed.connect(self._busy_changed)
             pane.error.connect(self.error.emit)

@@ -11,7 +11,7 @@ from PySide6.QtGui import QTextCursor
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QTextBrowser, QVBoxLayout, QWidget
 
 from qtapp.chat_link import PaneChat, stats_line
-from qtapp.workers import Outcome, Task
+from qtapp.workers import Outcome, Task, wait_until
 
 _PATH_ROLE = Qt.ItemDataRole.UserRole
 
@@ -95,7 +95,9 @@ class ChatPane(QWidget):
             self._task.cancel()
 
     def close_model(self) -> None:
+        """Stop any reply, then free the model (the window is closing)."""
         self.stop()
+        wait_until(lambda: not self.busy, 5000)
         self.slot.close()
 
     def _token(self, piece: Any) -> None:
