@@ -167,9 +167,11 @@ def test_gpu_layer_plan_fits_what_memory_allows(chat_ggufs):
     path = chat_ggufs["Q8_0"]
     everything = plan_gpu_layers(path, 2048, 8 * 1024**3)
     assert everything.gpu_layers == everything.total_layers == 30
-    tight = plan_gpu_layers(path, 2048, 700 * 1024**2)
-    assert 0 < tight.gpu_layers < 30
+    tight = plan_gpu_layers(path, 2048, 580 * 1024**2)
+    assert 0 < tight.gpu_layers < 30 and "of 30 layers fit" in tight.reason
     assert plan_gpu_layers(path, 2048, 100 * 1024**2).gpu_layers == 0
+    # More context, more KV cache: fewer layers fit in the same memory.
+    assert plan_gpu_layers(path, 8192, 580 * 1024**2).gpu_layers < tight.gpu_layers
 
 
 def test_sampling_settings_are_checked():
@@ -199,3 +201,35 @@ def test_cli_error_is_one_line(tmp_path):
     assert out.returncode != 0
     lines = [ln for ln in out.stderr.splitlines() if ln.strip() and not ln.startswith("Loading")]
     assert len(lines) == 1 and "damaged or incomplete" in lines[0] and "Traceback" not in out.stderr
+
+
+def test_same_seed_same_sampled_reply(q8_chat):
+    warm = Sampling(temperature=0.9, seed=1234, max_tokens=16)
+    q8_chat.reset()
+    first = q8_chat.ask("Name a colour.", warm).text
+    q8_chat.reset()
+    assert q8_chat.ask("Name a colour.", warm).text == first
+
+
+def test_cli_interactive_session(chat_ggufs):
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "chat", str(chat_ggufs["Q8_0"]), "--temperature", "0",
+         "--max-tokens", "24", "--threads", "1", "--ctx", "512"],
+        input=f"{QUESTION}\n/reset\nAnd of Germany?\n/exit\n", capture_output=True, text=True, timeout=180,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Paris" in out.stdout and "(conversation forgotten)" in out.stderr
+    assert out.stderr.count("tokens, first after") == 2
+
+
+@pytest.mark.gpu
+def test_gguf_on_cuda_offloads_layers(chat_ggufs):
+    with _loaded(chat_ggufs["Q8_0"], device="cuda", n_ctx=512) as chat:
+        assert chat.gpu_layers == 30
+        assert "Paris" in chat.ask(QUESTION, GREEDY).text
+
+
+@pytest.mark.gpu
+def test_hf_on_cuda(smollm2_dir):
+    with _loaded(smollm2_dir, device="cuda") as chat:
+        assert "Paris" in chat.ask(QUESTION, GREEDY).text
