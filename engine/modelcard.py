@@ -126,9 +126,9 @@ def read_chat_template(source: Path) -> str | None:
                         return value
             return None
         if source.is_file() and source.suffix.lower() == ".gguf":
-            from gguf import GGUFReader
+            from engine.backends.gguf_verify import open_gguf_header
 
-            field = GGUFReader(source).get_field("tokenizer.chat_template")
+            field = open_gguf_header(source).get_field("tokenizer.chat_template")
             return str(field.contents()) if field is not None else None
     except (OSError, ValueError, AttributeError):
         return None

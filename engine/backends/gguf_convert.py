@@ -32,15 +32,21 @@ def convert_worker(reporter: ChildReporter, source: str, dest: str, outtype: str
     reporter.send("phase", message="Loading llama.cpp's converter")
     mod = load_converter(converter)
     try:
-        return _convert(mod, reporter, Path(source), Path(dest), outtype, metadata)
+        result = _convert(mod, reporter, Path(source), Path(dest), outtype, metadata)
     except QuantDeskError:
         raise
+    except MemoryError:
+        raise QuantDeskError(
+            "The conversion ran out of memory; close other programs (or use a machine with more RAM) and try again."
+        ) from None
     except NotImplementedError as err:
         raise QuantDeskError(explain_converter_error(err, source)) from None
     except (OSError, ValueError, KeyError, TypeError) as err:
         if isinstance(err, OSError) and getattr(err, "errno", None) == 28:
             raise QuantDeskError("The disk filled up during the conversion; free some space and try again.") from None
         raise QuantDeskError(explain_converter_error(err, source)) from None
+    reporter.finish(result)  # the file is closed; skip torch's slow teardown
+    return result
 
 
 def explain_converter_error(err: BaseException, source: str | Path) -> str:

@@ -40,28 +40,36 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
     versions = tool_versions(plan)
     metadata = provenance(plan, versions)
     params: dict[str, int] = {}
+    quantizer: _Quantizer | None = None
+    started: list[Iterator[Any]] = []
     try:
         for warning in plan.warnings:
             yield Progress(step="warning", fraction=0.0, message=warning)
         _warm_up("gguf")  # the reader is needed to verify; import it while the child works
-        check_intermediate: Callable[[], None] | None = None
+        source_file = plan.intermediate.part if plan.intermediate is not None else plan.source
         if plan.intermediate is not None:
-            result = yield from _convert(plan, cancel, metadata, progress)
             inter = plan.intermediate
-            source_file, tensor_count = inter.part, int(result["tensor_count"])
-
-            def check_intermediate() -> None:
-                params[inter.type] = verify_gguf(inter.part, file_type=int(inter.format.gguf_ftype or 0),
-                                                 tensor_count=tensor_count, label=inter.format.label)
+            yield Progress(step="convert", fraction=0.0, message=f"Converting to {inter.type}: starting")
+            converter = _start_converter(plan, cancel, metadata)
+            started.append(converter)
+            kind, payload = next(converter)  # the process is up
+            first = _convert_event(inter.type, kind, payload, progress)
+            if first is not None:
+                yield first
+            if plan.quantize:  # loads llama.cpp in its own process while the conversion runs
+                quantizer = _Quantizer(plan, source_file, metadata, cancel, wait=True)
+            result = yield from _drive(converter, lambda k, p: _convert_event(inter.type, k, p, progress))
+            tensor_count = int(result["tensor_count"])
+            if quantizer is not None:
+                quantizer.go()  # quantize while the intermediate is checked here
+            params[inter.type] = verify_gguf(inter.part, file_type=int(inter.format.gguf_ftype or 0),
+                                             tensor_count=tensor_count, label=inter.format.label)
         else:
-            source_file = plan.source
             tensor_count = read_gguf_facts(plan.source)[0]
-        if plan.quantize:
-            # The intermediate is checked while the quantizer's process starts, not before.
-            params.update((yield from _quantize(plan, cancel, source_file, tensor_count, metadata, progress,
-                                                check_intermediate)))
-        elif check_intermediate is not None:
-            check_intermediate()
+            if plan.quantize:
+                quantizer = _Quantizer(plan, source_file, metadata, cancel, wait=False)
+        if quantizer is not None:
+            params.update((yield from _quantize(plan, quantizer, tensor_count, progress)))
         cancel.raise_if_cancelled()
         yield Progress(step="finish", fraction=1.0, message="Renaming verified files into place")
         records: list[OutputRecord] = []
@@ -74,6 +82,10 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
         promoted.append(write_model_card(plan.out_dir, source=plan.source.resolve()))
         return records
     except BaseException as err:
+        if quantizer is not None:
+            quantizer.stop()
+        for child in started:
+            child.close()  # type: ignore[attr-defined]
         for path in parts:
             remove_quietly(path)
         for path in promoted:
@@ -127,43 +139,63 @@ def provenance(plan: GgufPlan, versions: dict[str, str]) -> dict[str, str]:
 # --------------------------------------------------------------------------- steps
 
 
-def _convert(plan: GgufPlan, cancel: CancelToken, metadata: dict[str, str],
-             progress: _Fractions) -> Generator[Progress, None, dict[str, Any]]:
+def _start_converter(plan: GgufPlan, cancel: CancelToken, metadata: dict[str, str]) -> Iterator[Any]:
     inter = plan.intermediate
     assert inter is not None
-    label = f"Converting to {inter.type}"
-    yield Progress(step="convert", fraction=progress.convert(0.0), message=f"{label}: starting the converter")
-
-    def event(kind: str, p: dict[str, Any]) -> Progress | None:
-        if kind == "phase":
-            return Progress(step="convert", fraction=progress.convert(0.0), message=f"{label}: {p['message']}")
-        if kind == "tensor":
-            return Progress(
-                step="convert", fraction=progress.convert(p["bytes_done"] / max(1, p["bytes_total"])),
-                message=f"{label}: [{p['index']}/{p['count']}] {p['name']}", tensor_index=p["index"],
-                tensor_count=p["count"], tensor_name=p["name"], bytes_done=p["bytes_done"],
-                extra={"type": inter.type},
-            )
-        return None
-
-    child = run_in_child(convert_worker, str(plan.source), str(inter.part), inter.type,
-                         str(plan.converter) if plan.converter else None, metadata, cancel=cancel)
-    return (yield from _drive(child, event))
+    return run_in_child(convert_worker, str(plan.source), str(inter.part), inter.type,
+                        str(plan.converter) if plan.converter else None, metadata, cancel=cancel)
 
 
-def _quantize(plan: GgufPlan, cancel: CancelToken, source_file: Path, tensor_count: int,
-              metadata: dict[str, str], progress: _Fractions,
-              on_started: Callable[[], None] | None) -> Generator[Progress, None, dict[str, int]]:
-    jobs = [{"src": str(source_file), "dst": str(out.part), "ftype": int(out.format.gguf_ftype or 0),
-             "type": out.type, "requantize": plan.requantize} for out in plan.quantize]
+def _convert_event(type_name: str, kind: str, p: Any, progress: _Fractions) -> Progress | None:
+    label = f"Converting to {type_name}"
+    if kind == "phase":
+        return Progress(step="convert", fraction=progress.convert(0.0), message=f"{label}: {p['message']}")
+    if kind == "tensor":
+        return Progress(
+            step="convert", fraction=progress.convert(p["bytes_done"] / max(1, p["bytes_total"])),
+            message=f"{label}: [{p['index']}/{p['count']}] {p['name']}", tensor_index=p["index"],
+            tensor_count=p["count"], tensor_name=p["name"], bytes_done=p["bytes_done"],
+            extra={"type": type_name},
+        )
+    return None
+
+
+class _Quantizer:
+    """The quantizer's process, started early; its own cancel also follows the job's."""
+
+    def __init__(self, plan: GgufPlan, source_file: Path, metadata: dict[str, str], cancel: CancelToken,
+                 wait: bool) -> None:
+        import multiprocessing
+
+        jobs = [{"src": str(source_file), "dst": str(out.part), "ftype": int(out.format.gguf_ftype or 0),
+                 "type": out.type, "requantize": plan.requantize} for out in plan.quantize]
+        self._go = multiprocessing.get_context("spawn").Event() if wait else None
+        self.cancel = _LinkedCancel(cancel)
+        self.child = run_in_child(quantize_worker, jobs, plan.threads, plan.quant_options, metadata, self._go,
+                                  cancel=self.cancel)
+        self._live = True
+        next(self.child)  # "hello": the process is up and loading llama.cpp
+
+    def go(self) -> None:
+        if self._go is not None:
+            self._go.set()
+
+    def stop(self) -> None:
+        """End the process now (not after run_in_child's grace period)."""
+        if not self._live:
+            return
+        self._live = False
+        self.cancel.cancel()
+        with contextlib.suppress(Exception, StopIteration):
+            next(self.child)
+
+
+def _quantize(plan: GgufPlan, quantizer: _Quantizer, tensor_count: int,
+              progress: _Fractions) -> Generator[Progress, None, dict[str, int]]:
     params: dict[str, int] = {}
-    data_bytes = max(1, source_file.stat().st_size)  # tensor data is nearly all of the file
+    data_bytes = max(1, (plan.intermediate.part if plan.intermediate else plan.source).stat().st_size)
 
     def event(kind: str, p: dict[str, Any]) -> Progress | None:
-        if kind == "hello":
-            if on_started is not None:
-                on_started()
-            return None
         out = plan.quantize[p["job"]]
         if kind == "start":
             return Progress(step="quantize", fraction=progress.quantize(p["job"], 0.0),
@@ -182,22 +214,39 @@ def _quantize(plan: GgufPlan, cancel: CancelToken, source_file: Path, tensor_cou
                             message=f"{out.final.name} verified", extra={"type": out.type})
         return None
 
-    child = run_in_child(quantize_worker, jobs, plan.threads, plan.quant_options, metadata, cancel=cancel)
-    yield from _drive(child, event)
+    yield from _drive(quantizer.child, event)
+    quantizer._live = False
     return params
+
+
+class _LinkedCancel(CancelToken):
+    """Cancelled when cancelled itself or when the job is."""
+
+    def __init__(self, job: CancelToken) -> None:
+        super().__init__()
+        self._job = job
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set() or self._job.cancelled
 
 
 def _drive(child: Iterator[tuple[str, dict[str, Any]]],
            event: Callable[[str, dict[str, Any]], Progress | None]) -> Generator[Progress, None, Any]:
-    """Turn a child's messages into Progress; returns the child's result."""
-    while True:
-        try:
-            kind, payload = next(child)
-        except StopIteration as stop:
-            return stop.value
-        progress = event(kind, payload)
-        if progress is not None:
-            yield progress
+    """Turn a child's messages into Progress; returns the child's result. The child never outlives it."""
+    try:
+        while True:
+            try:
+                kind, payload = next(child)
+            except StopIteration as stop:
+                return stop.value
+            progress = event(kind, payload)
+            if progress is not None:
+                yield progress
+    finally:
+        close = getattr(child, "close", None)
+        if close is not None:
+            close()
 
 
 class _Fractions:

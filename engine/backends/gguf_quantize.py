@@ -56,17 +56,22 @@ def parse_tensor_line(line: str) -> dict[str, Any] | None:
 
 
 def quantize_worker(reporter: ChildReporter, jobs: list[dict[str, Any]], threads: int,
-                    options: dict[str, Any], metadata: dict[str, str]) -> list[dict[str, Any]]:
+                    options: dict[str, Any], metadata: dict[str, str], go: Any = None) -> list[dict[str, Any]]:
     """Child entry point: quantize each ``{"src", "dst", "ftype", "type", "requantize"}`` in turn.
 
-    Sends ``tensor`` messages while working and ``output`` when a file is done,
-    so the parent can verify it while the next one is made.
+    Sends ``hello`` at once, then loads llama.cpp and waits for ``go`` (an
+    Event set once the input exists), so it can be started during the
+    conversion. Sends ``tensor`` messages while working and ``output`` when a
+    file is done, so the parent can verify it while the next one is made.
     """
     from engine.backends.gguf_child import child_setup
 
     child_setup()
-    reporter.send("hello")  # the parent does its own checks while llama.cpp loads here
+    reporter.send("hello")
     import llama_cpp
+
+    while go is not None and not go.wait(0.5):
+        pass
 
     current: dict[str, Any] = {}
     done_bytes = [0.0]
@@ -112,6 +117,7 @@ def quantize_worker(reporter: ChildReporter, jobs: list[dict[str, Any]], threads
             )
         reporter.send("output", job=i, type=job["type"], path=job["dst"])
         results.append({"type": job["type"], "path": job["dst"]})
+    reporter.finish(results)  # every file is closed
     return results
 
 

@@ -44,9 +44,14 @@ def _reader_class() -> Any:
     return HeaderReader
 
 
+def open_gguf_header(path: Path) -> Any:
+    """A gguf.GGUFReader of ``path`` whose array metadata (vocabulary) is left unpacked: fast."""
+    return _reader_class()(path)
+
+
 def read_gguf_facts(path: Path) -> tuple[int, int | None, int]:
     """(tensor count, general.file_type, parameters) as the gguf reader sees them."""
-    reader = _reader_class()(path)
+    reader = open_gguf_header(path)
     field = reader.get_field("general.file_type")
     ftype = int(field.parts[field.data[0]][0]) if field is not None else None
     params = sum(int(t.n_elements) for t in reader.tensors)
