@@ -76,6 +76,19 @@ def quantdesk(model: Path, types: str, out: Path, *extra: str) -> dict:
     return measure([PY, "-m", "engine", "quantize", model, "--to", types, "--out", out, *extra])
 
 
+def reference_round(model: Path, inter: Path, runs: dict[str, list[float]], peaks: dict[str, int]) -> None:
+    res = reference_convert(model, inter)
+    runs["ref_convert"].append(res["wall"])
+    peaks["ref_convert_kb"] = max(peaks["ref_convert_kb"], res["peak_kb"])
+    for t in THREE:
+        runs[f"ref_{t}"].append(reference_quantize(inter, inter.with_name(f"smollm2-{t}.gguf"), t)["wall"])
+
+
+def quantdesk_round(model: Path, one: Path, three: Path, runs: dict[str, list[float]]) -> None:
+    runs["qd_one"].append(quantdesk(model, "Q4_K_M", one)["wall"])
+    runs["qd_three"].append(quantdesk(model, ",".join(THREE), three)["wall"])
+
+
 def tensors_identical(a: Path, b: Path) -> tuple[bool, int]:
     """Same tensor names, types, shapes and bytes (metadata may differ: QuantDesk adds provenance)."""
     from gguf import GGUFReader
@@ -125,15 +138,15 @@ def main() -> int:
             ref = work / f"ref{r}"
             ref.mkdir()
             inter = ref / "smollm2-BF16.gguf"
-            res = reference_convert(args.model, inter)
-            runs["ref_convert"].append(res["wall"])
-            peaks["ref_convert_kb"] = max(peaks["ref_convert_kb"], res["peak_kb"])
-            for t in THREE:
-                runs[f"ref_{t}"].append(reference_quantize(inter, ref / f"smollm2-{t}.gguf", t)["wall"])
             one = work / f"qd-one{r}"
-            runs["qd_one"].append(quantdesk(args.model, "Q4_K_M", one)["wall"])
             three = work / f"qd-three{r}"
-            runs["qd_three"].append(quantdesk(args.model, ",".join(THREE), three)["wall"])
+            # Alternate who goes first, so a load that drifts during a round favours neither side.
+            if r % 2 == 0:
+                reference_round(args.model, inter, runs, peaks)
+                quantdesk_round(args.model, one, three, runs)
+            else:
+                quantdesk_round(args.model, one, three, runs)
+                reference_round(args.model, inter, runs, peaks)
             conv = work / f"qd-conv{r}"
             res = quantdesk(args.model, "BF16", conv)  # conversion alone, for its peak memory
             peaks["qd_convert_kb"] = max(peaks["qd_convert_kb"], res["peak_kb"])
