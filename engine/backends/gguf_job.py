@@ -79,7 +79,10 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
             records.append(_record(plan, out, params.get(out.type, 0), versions))
         if plan.intermediate is not None and not plan.keep_intermediate:
             remove_quietly(plan.intermediate.part)
-        promoted.append(write_model_card(plan.out_dir, source=plan.source.resolve()))
+        try:
+            write_model_card(plan.out_dir, source=plan.source.resolve())
+        except OSError as err:  # the files are good; a card that cannot be written must not undo them
+            yield Progress(step="warning", fraction=1.0, message=f"The model card was not written ({err}).")
         return records
     except BaseException as err:
         if quantizer is not None:
