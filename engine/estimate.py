@@ -21,8 +21,8 @@ Deliberate simplifications (estimates, good to a few percent on Llama-style mode
   the token embedding and the output head kept in 16-bit as those methods do.
 - KV cache in 16-bit (llama.cpp's and transformers' default); sliding-window layers
   hold only their window; MoE models count every expert (all must be in memory).
-- Overhead: llama.cpp's compute buffer for one 512-token micro-batch (logits,
-  attention scores, activations) plus a process/CUDA-context allowance;
+- Overhead: llama.cpp's compute buffer for one 512-token micro-batch (attention
+  scores, activations; logits only for the last token) plus a process/CUDA-context allowance;
   transformers' activations for a full-context prefill plus a CUDA-context and
   allocator allowance.
 """
@@ -43,9 +43,9 @@ MiB = 1024**2
 
 _BASE_OVERHEAD = {  # process + runtime allowance, by (runtime, device)
     ("gguf", "cuda"): 400 * MiB,  # CUDA context and cuBLAS workspace
-    ("gguf", "cpu"): 100 * MiB,
+    ("gguf", "cpu"): 80 * MiB,  # llama_cpp, numpy and the process
     ("hf", "cuda"): 600 * MiB,  # torch's CUDA context and caching allocator
-    ("hf", "cpu"): 500 * MiB,  # libtorch and transformers in RAM
+    ("hf", "cpu"): 400 * MiB,  # libtorch and transformers in RAM (measured: about 230 MiB)
 }
 # llama.cpp quantizes rows in blocks of 256 for k-quants; a tensor whose rows are not a
 # multiple of that falls back to a legacy type (llama-quant.cpp): bits per weight of that type.
@@ -158,7 +158,8 @@ def overhead_bytes(model: ModelInfo, fmt: Format, n_ctx: int, device: str) -> in
     base = _BASE_OVERHEAD[(runtime, "cuda" if device == "cuda" else "cpu")]
     if runtime == "gguf":
         ub = min(LLAMA_UBATCH, n_ctx)
-        compute = ub * 4 * (vocab + 4 * hidden + inter + heads * n_ctx)  # f32 logits, scores, activations
+        # f32 activations and attention scores of one micro-batch, and the last token's logits
+        compute = ub * 4 * (4 * hidden + inter + heads * n_ctx) + 4 * vocab
         return base + compute
     activations = n_ctx * 2 * (4 * hidden + 2 * inter)  # one full-context prefill in 16-bit
     return base + activations + int(_ALLOCATOR_SLACK * weights_bytes(model, fmt))
