@@ -134,7 +134,8 @@ def _quantize_one(report: _Reporter, source: Path, job: dict[str, Any], device: 
     if "bnb_4bit_compute_dtype" in settings:
         settings["bnb_4bit_compute_dtype"] = getattr(torch, settings["bnb_4bit_compute_dtype"])
     config = BitsAndBytesConfig(**settings)
-    dtype = _weights_dtype(source, device)
+    # LLM.int8 works in float16 (bitsandbytes casts anything else on every call); 4-bit keeps the source's type.
+    dtype = torch.float16 if settings.get("load_in_8bit") else _weights_dtype(source, device)
     device_map = "cuda" if device == "cuda" else "cpu"
 
     report.send("loading", 0.5, f"Reading the {source.name} shards for {label}")

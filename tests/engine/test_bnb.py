@@ -20,7 +20,7 @@ from tests.fixtures.bnb import run_quantize
 QUESTION = "What is the capital of France?"
 
 
-def _greedy_answer(folder: Path, max_new_tokens: int = 7) -> str:
+def _greedy_answer(folder: Path, max_new_tokens: int = 6) -> str:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -73,6 +73,7 @@ def test_folder_carries_tokenizer_template_generation_config_card_and_sidecar(bn
         assert record.size_bytes > 0 and record.source_params == 134_515_008
         assert {"quantdesk", "torch", "transformers", "bitsandbytes"} <= set(record.versions)
         assert record.options["device"] == "cpu"
+        assert record.options["dtype"] == ("float16" if fmt == "hf:bnb-int8" else "bfloat16")
     nf4 = read_sidecar(bnb_smollm2.outputs["hf:bnb-nf4"]).options
     assert nf4["double_quant"] is True and nf4["quant_type"] == "nf4" and nf4["compute_dtype"] == "bfloat16"
 
