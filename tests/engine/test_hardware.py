@@ -150,3 +150,11 @@ def test_doctor_json_does_not_import_torch():
     assert rest.rstrip().endswith("[]"), out
     for key in ("'cpu'", "'ram'", "'gpus'", "'llama_gpu_offload'"):
         assert key in rest
+
+
+def test_torch_cuda_only_when_asked(tmp_path):
+    import torch
+
+    m = detect_machine(tmp_path, with_torch=True)
+    assert m.torch_cuda is torch.cuda.is_available()
+    assert detect_machine(tmp_path).torch_cuda is None
