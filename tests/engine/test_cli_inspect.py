@@ -60,7 +60,8 @@ def test_doctor_plans_a_card(capsys):
 
 @pytest.mark.parametrize(("size", "vram"), [("16GiB", 16 * 1024**3), ("16G", 16 * 1024**3), ("16000MB", 16 * 10**9)])
 def test_recommend_json_contract_and_sizes(capsys, model_config, size, vram):
-    d = _json(capsys, ["recommend", str(model_config("llama-2-7b")), "--vram", size, "--ram", "32GiB", "--json"])
+    d = _json(capsys, ["recommend", str(model_config("llama-2-7b")), "--gpu", "RTX 3090", "--vram", size,
+                       "--ram", "32GiB", "--json"])
     assert d["context"] == 4096 and d["machine"]["vram_total_bytes"] == vram
     assert d["options"][0]["format"] == "hf:bnb-int8"  # 16 GB sits between FP16 and twice FP16
     for o in d["options"]:

@@ -16,7 +16,8 @@ from engine.recommend import recommend
 
 @pytest.fixture(scope="module")
 def here():
-    return detect_machine()
+    """This machine without its GPUs, so that --vram alone plans the same generic card everywhere."""
+    return replace(detect_machine(), gpus=[])
 
 
 @pytest.fixture(scope="module")
