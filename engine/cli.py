@@ -58,6 +58,10 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Registrar] = ()) -> 
         return fail(str(err), 130)
     except KeyboardInterrupt:
         return fail("Interrupted; nothing was written.", 130)
+    except BrokenPipeError:
+        # The reader went away (e.g. `quantdesk list | head`); nothing more to say.
+        sys.stderr.close()
+        return 0
     except QuantDeskError as err:
         return fail(str(err))
 
