@@ -87,7 +87,7 @@ def target_for(fmt: Format, options: dict[str, Any] | None = None) -> BnbTarget:
             raise QuantDeskError(
                 f"Unknown compute dtype {opts['bnb_compute_dtype']!r}; choose bf16, fp16 or fp32."
             )
-        double = bool(opts["bnb_double_quant"])
+        double = _as_bool(opts["bnb_double_quant"])
         return BnbTarget(
             fmt,
             f"bnb-{quant_type}",
@@ -96,6 +96,12 @@ def target_for(fmt: Format, options: dict[str, Any] | None = None) -> BnbTarget:
             {"quant_type": quant_type, "double_quant": double, "compute_dtype": compute},
         )
     raise QuantDeskError(f"The bitsandbytes backend cannot produce {fmt.label}.")
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return bool(value)
 
 
 # --- the machine --------------------------------------------------------------------------------
