@@ -5,18 +5,22 @@
 #
 #   tests/packaging/check_frozen_app.sh             build with packaging/build-app.sh, then check
 #   tests/packaging/check_frozen_app.sh --no-build  check the dist/quantdesk/ that is there
+#   add --quick to skip the model-stack checks (quantize, chat, eval: a few minutes on two cores)
 #
 # Checks: `quantdesk --version`; `doctor --json` is JSON and finds the bundled llama.cpp; torch loads
 # (`doctor --torch`); `inspect` reads a Hugging Face folder and a GGUF file; `gui --screenshot
-# shot.png` under QT_QPA_PLATFORM=offscreen writes a PNG of the window. Prints the bundle's size
-# and start-up times.
+# shot.png` under QT_QPA_PLATFORM=offscreen writes a PNG of the window; then, on the test model
+# tests/.models/tiny, quantize to Q8_0, chat (llama.cpp and transformers) and eval. Prints the
+# bundle's size and start-up times.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 build=yes
+stack=yes
 for arg in "$@"; do
   case "$arg" in
     --no-build) build=no ;;
+    --quick) stack=no ;;
     *) echo "check_frozen_app.sh: unknown option '$arg'" >&2; exit 2 ;;
   esac
 done
@@ -97,6 +101,33 @@ if clean env QT_QPA_PLATFORM=offscreen "$app" gui --screenshot shot.png > "$work
   fi
 else
   fail "gui --screenshot exited non-zero:"; cat "$work/gui.out" >&2
+fi
+
+# The model stack inside the bundle, on the small test model: conversion and quantization in child
+# processes (torch, the converter, gguf, llama.cpp), chat through llama.cpp and through transformers,
+# and evaluation on the texts shipped in resources/eval.
+if [ "$stack" = yes ] && [ -f "$hf_model/config.json" ]; then
+  if clean "$app" quantize "$hf_model" --to Q8_0 --out out > "$work/quantize.out" 2>&1 && [ -f "$work/out/tiny-Q8_0.gguf" ]; then
+    pass "quantize tiny --to Q8_0 (HF -> GGUF -> Q8_0 in child processes)"
+    if clean "$app" chat out/tiny-Q8_0.gguf --prompt Hi --max-tokens 4 --temperature 0 > "$work/chat.out" 2>&1; then
+      pass "chat with the GGUF (llama.cpp)"
+    else
+      fail "chat with the GGUF:"; cat "$work/chat.out" >&2
+    fi
+    if clean "$app" eval out/tiny-Q8_0.gguf --no-speed --ctx 128 --json > "$work/eval.json" 2> "$work/eval.err" \
+       && json_check "$work/eval.json" 'd.get("ppl", 0) > 0'; then
+      pass "eval on the shipped texts (resources/eval inside the bundle)"
+    else
+      fail "eval:"; cat "$work/eval.json" "$work/eval.err" >&2
+    fi
+  else
+    fail "quantize tiny --to Q8_0:"; cat "$work/quantize.out" >&2
+  fi
+  if clean "$app" chat "$hf_model" --prompt Hi --max-tokens 4 --temperature 0 > "$work/chat-hf.out" 2>&1; then
+    pass "chat with the Hugging Face folder (transformers)"
+  else
+    fail "chat with the Hugging Face folder:"; cat "$work/chat-hf.out" >&2
+  fi
 fi
 
 echo "bundle: $(du -sh dist/quantdesk | cut -f1) in dist/quantdesk/"
