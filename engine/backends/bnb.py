@@ -16,6 +16,7 @@ True), ``bnb_compute_dtype`` ("bf16", "fp16" or "fp32", default "bf16"),
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -317,7 +318,6 @@ class BnbBackend(Backend):
                     f"{final} already exists and was not made by QuantDesk; move it away or choose another "
                     "--out folder."
                 )
-        check_writable(out_dir)
         device = plan_device(request)
         for plan, name in zip(plans, names, strict=True):
             source.estimates[name] = estimate_output_bytes(source, plan)
@@ -333,6 +333,7 @@ class BnbBackend(Backend):
             )
         biggest = max(source.estimates.values())
         _check_memory(device, biggest, source.largest_tensor_bytes)
+        _check_folder(out_dir)
         return source, plans, device
 
     def run(self, request: QuantizeRequest, targets: list[Format], cancel: CancelToken) -> JobGen[list[OutputRecord]]:
@@ -346,6 +347,7 @@ class BnbBackend(Backend):
             {"format": t.format.id, "label": t.format.label, "bnb_config": t.bnb_config, "part": str(p)}
             for t, p in zip(plans, parts, strict=True)
         ]
+        check_writable(out_dir)
         for part in parts:
             remove_quietly(part)
         # "auto" on a machine with a GPU lets the child fall back to the CPU when torch has no CUDA.
@@ -431,6 +433,18 @@ def _progress(payload: dict[str, Any], n_jobs: int) -> Progress:
         tensor_name=payload.get("tensor_name"),
         extra={"format": payload["format"]} if payload.get("format") else {},
     )
+
+
+def _check_folder(out_dir: Path) -> None:
+    """The output folder is writable, or can be created; creates nothing (run() does)."""
+    if out_dir.exists():
+        check_writable(out_dir)
+        return
+    parent = out_dir.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise QuantDeskError(f"Cannot create the output folder {out_dir} there; choose another folder.")
 
 
 def _check_memory(device: str, model_bytes: int, largest_tensor: int) -> None:

@@ -107,6 +107,14 @@ def test_gguf_file_source_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_unwritable_output_folder_is_refused_before_anything_is_loaded(tiny_dir, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(QuantDeskError, match="choose another folder"):
+        run_quantize(tiny_dir, "bnb-nf4", blocker / "out")
+    assert blocker.read_text() == "not a folder"
+
+
 def test_folder_not_made_by_quantdesk_is_not_overwritten(tiny_dir, tmp_path):
     out = tmp_path / "out"
     (out / "tiny-bnb-nf4").mkdir(parents=True)
