@@ -47,3 +47,4 @@ for size in 1280x800 1920x1080; do
   shot results "$size" results
 done
 shot chat 1280x800 chat --prompt "What is the capital of France?"
+shot chat-side-by-side 1920x1080 chat --side-by-side --prompt "What is the capital of France?"

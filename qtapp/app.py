@@ -14,7 +14,7 @@ _T0 = float(os.environ.get("QUANTDESK_T0") or time.time())
 
 def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None = None,
             size: str | None = None, tab: str | None = None, out: str | None = None,
-            prompt: str | None = None) -> int:
+            prompt: str | None = None, side_by_side: bool = False) -> int:
     if screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         size = size or "1280x800"
@@ -41,6 +41,7 @@ def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None
         window.resize(1280, 800)
     if tab:
         window.show_tab(tab)
+    window.chat.side_by_side.setChecked(side_by_side)
     window.show()
     if screenshot:
         return _screenshot(app, window, screenshot, prompt)

@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="the output folder (remembered, like choosing it in the window)")
     p.add_argument("--prompt", metavar="TEXT",
                    help="with --screenshot: ask the newest output this first, and wait for the reply")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="open the chat with two panes (newest output and the original)")
     p.set_defaults(func=_run)
 
 
@@ -22,4 +24,4 @@ def _run(args: argparse.Namespace) -> int:
     from qtapp.app import run_gui
 
     return run_gui([], model=args.model, screenshot=args.screenshot, size=args.size, tab=args.tab,
-                   out=args.out, prompt=args.prompt)
+                   out=args.out, prompt=args.prompt, side_by_side=args.side_by_side)

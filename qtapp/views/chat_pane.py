@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QTextCursor
+from PySide6.QtGui import QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QTextBrowser, QVBoxLayout, QWidget
 
 from qtapp.chat_link import PaneChat, stats_line
@@ -82,7 +82,8 @@ class ChatPane(QWidget):
         key = (str(path), self.device.currentText().lower())
         if key != self.slot.key:
             self._note(f"Loading {path.name} on {key[1].upper()}…")
-        self._append(f"<p><b>You:</b> {html.escape(prompt)}</p><p><b>{html.escape(path.name)}:</b> ")
+        self._append(f"<b>You:</b> {html.escape(prompt)}")
+        self._append(f"<b>{html.escape(path.name)}:</b> ")
         self._reply = ""
         self._task = Task(self.slot.reply_work(key, prompt, system, sampling), name="chat", parent=self)
         self._task.progress.connect(self._token)
@@ -108,31 +109,36 @@ class ChatPane(QWidget):
     def _ended(self, outcome: Outcome) -> None:
         self._task = None
         if outcome.status == "error":
-            self._append(f"</p><p style='color:#e03131'>{html.escape(outcome.message)}</p>")
+            self._append(f"<span style='color:#e03131'>{html.escape(outcome.message)}</span>")
             self.error.emit(outcome.message)
         else:
             reply = outcome.value
             for notice in getattr(reply, "notices", None) or []:
                 self._note(notice)
-            self._append(f"</p><p style='color:gray; font-size:small'>{html.escape(stats_line(reply))}</p>")
+            self._append(f"<span style='color:gray; font-size:small'>{html.escape(stats_line(reply))}</span>")
         self.busy_changed.emit(False)
 
     def reply_text(self) -> str:
         return self._reply
 
     def _note(self, text: str) -> None:
-        self._append(f"<p style='color:gray'>{html.escape(text)}</p>")
+        self._append(f"<span style='color:gray'>{html.escape(text)}</span>")
 
     def _append(self, fragment: str) -> None:
+        """A new paragraph at the end of the transcript."""
         cursor = self.transcript.textCursor()
         cursor.movePosition(QTextCursor.MoveOperation.End)
+        if not self.transcript.document().isEmpty():
+            cursor.insertBlock()
+        cursor.setCharFormat(QTextCharFormat())
         cursor.insertHtml(fragment)
         self.transcript.setTextCursor(cursor)
         self.transcript.ensureCursorVisible()
 
     def _insert_text(self, text: str) -> None:
+        """Streamed reply text, plain, at the end of the current paragraph."""
         cursor = self.transcript.textCursor()
         cursor.movePosition(QTextCursor.MoveOperation.End)
-        cursor.insertText(text)
+        cursor.insertText(text, QTextCharFormat())
         self.transcript.setTextCursor(cursor)
         self.transcript.ensureCursorVisible()

@@ -23,6 +23,7 @@ from engine.units import format_bytes
 from qtapp.views.widgets import heading, muted
 
 FIT_TEXT = {"fits": "fits", "tight": "tight", "no": "does not fit"}
+FIT_COLOUR = {"fits": "#2f9e44", "tight": "#e67700", "no": "#e03131"}
 COLUMNS = ["Format", "File size", "Peak memory", "Runs on", "Fit", "Why"]
 
 
@@ -152,6 +153,7 @@ def _fit_bar(opt: dict[str, Any], budget: int | None) -> QProgressBar:
     bar.setToolTip(f"peak {format_bytes(peak)}" + (f" of {format_bytes(budget)}" if budget else ""))
     bar.setTextVisible(True)
     bar.setProperty("fit", fit)
+    bar.setStyleSheet(f"QProgressBar {{ color: {FIT_COLOUR.get(fit, 'palette(text)')}; font-weight: 600; }}")
     bar.setMinimumWidth(110)
     bar.setAlignment(Qt.AlignmentFlag.AlignCenter)
     return bar
