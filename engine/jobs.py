@@ -192,7 +192,7 @@ def run_in_child(
             yield kind, payload
     finally:
         if proc.is_alive():
-            proc.join(timeout=2.0)
+            proc.join(timeout=0.3)
             _end(proc)
         q.close()
     return result
