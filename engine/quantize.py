@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import suppress
+from pathlib import Path
+
 from engine.backends import OutputRecord, QuantizeRequest, backend_for
 from engine.backends.base import Backend
 from engine.errors import QuantDeskError
 from engine.formats import Format
-from engine.fsutil import clean_stale_parts
+from engine.fsutil import clean_stale_parts, remove_quietly
 from engine.jobs import CancelToken, EtaClock, JobGen, Progress
 
 
@@ -35,11 +39,25 @@ def quantize(request: QuantizeRequest, cancel: CancelToken | None = None) -> Job
     cancel = cancel or CancelToken()
     groups = preflight(request)
     clean_stale_parts(request.out_dir)
+    outputs: list[OutputRecord] = []
+    before = _entries(request.out_dir)
+    try:
+        yield from _run_groups(request, groups, cancel, outputs)
+    except BaseException:
+        # A cancelled or failed job leaves the folder as it was, also for the
+        # outputs an earlier backend of the same job already finished.
+        _undo(request.out_dir, before, outputs)
+        raise
+    yield Progress(step="done", fraction=1.0, message=f"{len(outputs)} output(s) ready")
+    return outputs
+
+
+def _run_groups(request: QuantizeRequest, groups: list[tuple[Backend, list[Format]]], cancel: CancelToken,
+                outputs: list[OutputRecord]) -> JobGen[None]:
     weights = [len(targets) for _, targets in groups]
     total = float(sum(weights)) or 1.0
     done = 0.0
     clock = EtaClock()
-    outputs: list[OutputRecord] = []
     for (backend, targets), weight in zip(groups, weights, strict=True):
         share = weight / total
         gen = backend.run(request, targets, cancel)
@@ -53,5 +71,26 @@ def quantize(request: QuantizeRequest, cancel: CancelToken | None = None) -> Job
             event.eta_s = clock.eta(event.fraction)
             yield event
         done += share
-    yield Progress(step="done", fraction=1.0, message=f"{len(outputs)} output(s) ready")
-    return outputs
+
+
+def _entries(folder: Path) -> set[str] | None:
+    return set(os.listdir(folder)) if folder.is_dir() else None
+
+
+def _undo(folder: Path, before: set[str] | None, outputs: list[OutputRecord]) -> None:
+    """Remove what this job added to ``folder``; rebuild the model card for what remains."""
+    from engine.artifacts import delete_artifact, list_artifacts
+    from engine.modelcard import write_model_card
+
+    for out in outputs:
+        delete_artifact(out.path)
+    if not folder.is_dir():
+        return
+    for name in set(os.listdir(folder)) - (before or set()):
+        remove_quietly(folder / name)
+    if before is None:
+        with suppress(OSError):
+            folder.rmdir()
+    elif outputs and list_artifacts(folder):
+        with suppress(OSError):
+            write_model_card(folder)

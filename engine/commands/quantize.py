@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pure", action="store_true", help="quantize every tensor to the chosen type (no mixes)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="device for bitsandbytes targets")
+    p.add_argument("--nf4-compute-dtype", choices=("bf16", "fp16", "fp32"),
+                   help="bitsandbytes 4-bit compute dtype (default bf16)")
+    p.add_argument("--nf4-quant-type", choices=("nf4", "fp4"), help="bitsandbytes 4-bit type (default nf4)")
+    p.add_argument("--no-double-quant", action="store_true",
+                   help="bitsandbytes 4-bit: skip double quantization (slightly larger files)")
+    p.add_argument("--int8-threshold", type=float, metavar="T", help="LLM.int8 outlier threshold (default 6.0)")
     p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     p.set_defaults(func=run)
 
@@ -66,10 +72,16 @@ def run(args: argparse.Namespace) -> int:
             "output_tensor_type": args.output_tensor_type,
             "token_embedding_type": args.token_embedding_type,
             "pure": args.pure,
+            "bnb_compute_dtype": args.nf4_compute_dtype,
+            "bnb_quant_type": args.nf4_quant_type,
+            "bnb_int8_threshold": args.int8_threshold,
         }
+        options = {k: v for k, v in options.items() if v}
+        if args.no_double_quant:
+            options["bnb_double_quant"] = False
         request = QuantizeRequest(
             source=Path(args.source).expanduser(), targets=targets, out_dir=Path(args.out).expanduser(),
-            threads=args.threads, device=args.device, options={k: v for k, v in options.items() if v},
+            threads=args.threads, device=args.device, options=options,
         )
         with _cancel_on_signals(cancel):
             job = quantize(request, cancel)
