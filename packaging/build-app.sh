@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build the frozen one-folder app: dist/quantdesk/quantdesk (PyInstaller, CPU builds).
 #
-#   packaging/build-app.sh            build (reuses PyInstaller's analysis cache from the last build)
-#   packaging/build-app.sh --clean    build from scratch
+#   packaging/build-app.sh
 #
+# Every build starts from scratch (PyInstaller --clean): its cache judges a source file by its time
+# stamp against the last build's, so a file changed while a build was running could be left stale.
 # Needs the project's virtual environment (make venv, or packaging/install.sh); installs the pinned
 # PyInstaller into it when missing. VENV=path picks another environment. The build runs under
 # `nice -n 10` so the machine stays usable. The finished folder replaces dist/quantdesk/ only when
@@ -14,11 +15,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 venv=${VENV:-.venv}
 py="$venv/bin/python"
-clean=()
 for arg in "$@"; do
   case "$arg" in
-    --clean) clean=(--clean) ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; exit 0 ;;
     *) echo "build-app.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -40,10 +39,10 @@ fi
 
 work=build/pyinstaller
 staging="$work/dist"
-rm -rf "$staging"
+rm -rf "$staging" "$work/quantdesk"
 start=$(date +%s)
 echo "Building dist/quantdesk with PyInstaller $PYINSTALLER_VERSION (several minutes) ..."
-PYTHONWARNINGS=ignore::DeprecationWarning nice -n 10 "$py" -m PyInstaller --noconfirm ${clean[@]+"${clean[@]}"} --log-level WARN \
+PYTHONWARNINGS=ignore::DeprecationWarning nice -n 10 "$py" -m PyInstaller --noconfirm --clean --log-level WARN \
   --distpath "$staging" --workpath "$work" packaging/quantdesk.spec
 "$staging/quantdesk/quantdesk" --version >/dev/null  # the bundle starts at all
 mkdir -p dist
