@@ -10,7 +10,7 @@
 # Checks: `quantdesk --version`; `doctor --json` is JSON and finds the bundled llama.cpp; torch loads
 # (`doctor --torch`); `inspect` reads a Hugging Face folder and a GGUF file; `gui --screenshot
 # shot.png` under QT_QPA_PLATFORM=offscreen writes a PNG of the window; then, on the test model
-# tests/.models/tiny, quantize to Q8_0, chat (llama.cpp and transformers) and eval. Prints the
+# tests/.models/tiny, quantize to Q8_0 and bnb-int8, chat (llama.cpp and transformers) and eval. Prints the
 # bundle's size and start-up times.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -122,6 +122,11 @@ if [ "$stack" = yes ] && [ -f "$hf_model/config.json" ]; then
     fi
   else
     fail "quantize tiny --to Q8_0:"; cat "$work/quantize.out" >&2
+  fi
+  if clean "$app" quantize "$hf_model" --to bnb-int8 --out out > "$work/bnb.out" 2>&1 && [ -d "$work/out/tiny-bnb-int8" ]; then
+    pass "quantize tiny --to bnb-int8 (bitsandbytes, saved, reloaded and verified)"
+  else
+    fail "quantize tiny --to bnb-int8:"; cat "$work/bnb.out" >&2
   fi
   if clean "$app" chat "$hf_model" --prompt Hi --max-tokens 4 --temperature 0 > "$work/chat-hf.out" 2>&1; then
     pass "chat with the Hugging Face folder (transformers)"
