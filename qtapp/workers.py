@@ -21,6 +21,7 @@ import multiprocessing as mp
 import os
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,13 +133,15 @@ def in_process(job: Callable[..., Any], *args: Any) -> Work:
     def work(cancel: CancelToken):
         ctx = mp.get_context("spawn")
         events = ctx.Queue()
-        stop = ctx.Event()
+        # A plain shared flag, polled: an Event's condition variable deadlocks set()
+        # when the waiting process has already exited.
+        stop = ctx.Value("b", 0, lock=False)
         proc = ctx.Process(target=_process_main, args=(events, stop, job, args), name="quantdesk-job")
         proc.start()
         try:
             while True:
                 if cancel.cancelled:
-                    stop.set()
+                    stop.value = 1
                 try:
                     kind, payload = events.get(timeout=0.05)
                 except queue.Empty:
@@ -161,7 +164,7 @@ def in_process(job: Callable[..., Any], *args: Any) -> Work:
                     err.child_traceback = payload[1]  # type: ignore[attr-defined]
                     raise err
         finally:
-            stop.set()
+            stop.value = 1
             proc.join(timeout=15)
             if proc.is_alive():
                 proc.terminate()
@@ -181,9 +184,10 @@ def _process_main(events: Any, stop: Any, job: Callable[..., Any], args: tuple) 
         os.nice(JOB_NICENESS)
 
     def watch() -> None:
-        while not stop.wait(0.5):
+        while not stop.value:
             if os.getppid() != parent:  # the window went away: stop, clean up
                 break
+            time.sleep(0.05)
         cancel.cancel()
 
     threading.Thread(target=watch, daemon=True).start()

@@ -95,6 +95,14 @@ def test_open_quantize_q8_and_chat(qtbot, main_window, smollm2_dir, tmp_path):
     assert "Paris" in pane.transcript.toPlainText()
     assert "tokens/s" in pane.transcript.toPlainText()
 
+    window.chat.max_tokens.setValue(2000)
+    window.chat.prompt.setText("Tell me a very long story about a lighthouse keeper.")
+    window.chat.send_btn.click()
+    qtbot.waitUntil(lambda: len(pane.reply_text()) > 10, timeout=60_000)
+    window.stop_action.trigger()  # Ctrl+. on the Chat tab stops the reply
+    qtbot.waitUntil(lambda: not pane.busy, timeout=5_000)
+    assert pane.transcript.toPlainText().rstrip().endswith("stopped")
+
 
 def _start_and_wait_for_tensors(qtbot, window, source: Path, target: str):
     _open(qtbot, window, source)
@@ -129,3 +137,23 @@ def test_closing_during_a_job_asks_then_cancels(qtbot, main_window, smollm2_dir,
     assert row.state.text() == "cancelled"
     out = tmp_path / "out"
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_evaluate_fills_results_and_chart(qtbot, main_window, tiny_nochat_gguf, tmp_path):
+    import shutil
+
+    window = main_window
+    model = tmp_path / "models" / tiny_nochat_gguf.name
+    model.parent.mkdir()
+    shutil.copy(tiny_nochat_gguf, model)  # the sidecar with the numbers goes beside it
+    _open(qtbot, window, model)
+    results = window.results
+    qtbot.waitUntil(lambda: len(results.rows) == 1, timeout=30_000)
+    results.table.selectRow(0)
+    results.eval_btn.click()
+    row = window.quantize.queue.rows[-1]
+    qtbot.waitUntil(lambda: row.state.text() in ("done", "failed", "cancelled"), timeout=120_000)
+    assert row.state.text() == "done", row.step.text()
+    qtbot.waitUntil(lambda: results.rows and results.rows[0].get("ppl") is not None, timeout=30_000)
+    assert results.table.item(0, 4).text() != "—"
+    assert len(results.chart.chart().series()) == 1
