@@ -230,5 +230,12 @@ fi
 if [ "$env_step" = yes ]; then install_env; fi
 if [ "$desktop" = yes ]; then install_desktop; fi
 if [ "$env_step" = yes ] && [ "$dry_run" = no ]; then
-  say "Start it from the applications menu, or: $venv/bin/quantdesk   (make run works too$( [ "${gpu:-cpu}" = cuda ] && echo '; with these builds use: make run GPU=cuda'))"
+  where=""
+  [ "$desktop" = no ] || where=" from the applications menu, or"
+  make_hint=""
+  if [ "$venv" = .venv ]; then
+    make_hint="   (make run works too)"
+    [ "$gpu" != cuda ] || make_hint="   (make run works too; with these builds: make run GPU=cuda)"
+  fi
+  say "Start it$where with: $venv/bin/quantdesk$make_hint"
 fi
