@@ -161,7 +161,13 @@ install_env() {
   else
     say "  To use the CUDA builds instead (NVIDIA GPU with the CUDA toolkit): packaging/install.sh --cuda"
   fi
-  up_to_date "$gpu" || check_prerequisites
+  if ! up_to_date "$gpu"; then
+    if [ "$dry_run" = yes ]; then
+      (check_prerequisites) || say "  (a real install would stop there)"
+    else
+      check_prerequisites
+    fi
+  fi
   prepare_env "$gpu"
 }
 
