@@ -125,7 +125,8 @@ class Chat(ABC):
         self.notices: list[str] = []
         self.loaded = False
         self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
+        self._runner: _Runner | None = None
+        self._busy: threading.Event | None = None
         self._told_no_template = False
 
     # --- what a backend provides -------------------------------------------------------
@@ -226,6 +227,9 @@ class Chat(ABC):
     def close(self) -> None:
         """Free the model (wait for a reply still finishing first)."""
         self._join_worker()
+        if self._runner is not None:
+            self._runner.stop()
+            self._runner = None
         self._free()
         self.loaded = False
 
@@ -285,11 +289,15 @@ class Chat(ABC):
         done_marker = object()
         result: dict[str, Any] = {"finish": "stop", "error": None}
 
+        busy = threading.Event()
+
         def work() -> None:
             try:
                 result["finish"] = self._generate(prompt, sampling, max_new, tokens_q.put, stop_flag.is_set)
             except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
                 result["error"] = err
+            finally:
+                busy.set()
             tokens_q.put(done_marker)
 
         start = time.perf_counter()
@@ -299,9 +307,10 @@ class Chat(ABC):
         decoder = TextDecoder()
         pieces: list[str] = []
         finish = "stop"
-        worker = threading.Thread(target=work, name="chat-generate", daemon=True)
-        self._worker = worker
-        worker.start()
+        if self._runner is None:
+            self._runner = _Runner()
+        self._busy = busy
+        self._runner.submit(work)
         try:
             while True:
                 if cancel.cancelled:
@@ -392,10 +401,38 @@ class Chat(ABC):
         return prompt, max_new, notes
 
     def _join_worker(self) -> None:
-        worker = self._worker
-        if worker is not None and worker.is_alive():
-            worker.join()
-        self._worker = None
+        """Wait until a reply still finishing (after a stop) has let go of the model."""
+        busy = self._busy
+        if busy is not None:
+            busy.wait()
+        self._busy = None
+
+
+class _Runner:
+    """One long-lived thread per chat that runs every reply.
+
+    llama.cpp's CPU threads (OpenMP) belong to the thread that calls it; a new
+    thread for each reply would build a new team every time, and idle teams
+    compete for the cores.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="chat-generate", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            job()
 
 
 def _as_user_error(err: BaseException) -> QuantDeskError:
