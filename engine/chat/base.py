@@ -127,7 +127,6 @@ class Chat(ABC):
         self._lock = threading.Lock()
         self._runner: _Runner | None = None
         self._busy: threading.Event | None = None
-        self._told_no_template = False
 
     # --- what a backend provides -------------------------------------------------------
 
@@ -185,22 +184,31 @@ class Chat(ABC):
             return self
         yield Progress(step="load", fraction=0.0, message=f"Loading {self.path.name}")
         box: dict[str, BaseException | None] = {"error": None}
-        abandoned = threading.Event()
+        state = {"abandoned": False, "finished": False}
+        guard = threading.Lock()
 
         def work() -> None:
             try:
                 self._load()
             except BaseException as err:  # noqa: BLE001 - handed to the caller below
                 box["error"] = err
-            if abandoned.is_set():
-                self._free()
+            with guard:
+                state["finished"] = True
+                if state["abandoned"]:
+                    self._free()
+
+        def abandon() -> None:
+            with guard:
+                state["abandoned"] = True
+                if state["finished"]:
+                    self._free()
 
         thread = threading.Thread(target=work, name=f"load-{self.path.name}", daemon=True)
         thread.start()
         started = time.monotonic()
         while thread.is_alive():
             if cancel.cancelled:
-                abandoned.set()
+                abandon()
                 raise JobCancelled("Loading cancelled.")
             thread.join(0.1)
             elapsed = time.monotonic() - started
@@ -220,7 +228,6 @@ class Chat(ABC):
         self.loaded = True
         if not self.has_template:
             self.notices.append(NO_TEMPLATE_NOTICE)
-            self._told_no_template = True
         yield Progress(step="load", fraction=1.0, message=f"{self.path.name} is ready")
         return self
 
