@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qtapp import refcount_guard, settings
+from qtapp import settings
 from qtapp.assets import icon
 from qtapp.controller import JobController
 from qtapp.session import Session
@@ -38,7 +38,6 @@ class MainWindow(QMainWindow):
 
     def __init__(self, model: Path | None = None) -> None:
         super().__init__()
-        refcount_guard.install()
         self.setWindowTitle("QuantDesk")
         self.setWindowIcon(icon("quantdesk"))
         self.setAcceptDrops(True)

@@ -91,7 +91,6 @@ class JobRow(QWidget):
             b.hide()
         layout.addLayout(buttons)
 
-    # Slots return None: see qtapp/refcount_guard.py.
     def _cancel_clicked(self) -> None:
         self.cancel_requested.emit()
 
