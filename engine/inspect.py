@@ -143,19 +143,28 @@ def _safetensors_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors"))
 
 
+def safetensors_tensors(path: Path) -> list[tuple[str, str, int, int]]:
+    """(name, dtype, element count, bytes) of each tensor in a .safetensors file, from its header alone."""
+    found = []
+    for name, tensor in read_safetensors_header(path).items():
+        if name == "__metadata__" or not isinstance(tensor, dict):
+            continue
+        numel = 1
+        for dim in tensor.get("shape", []):
+            numel *= int(dim)
+        start, end = tensor.get("data_offsets", (0, 0))
+        found.append((name, str(tensor.get("dtype", "?")), numel, int(end) - int(start)))
+    return found
+
+
 def _count_safetensors(files: list[Path]) -> tuple[int, str | None]:
     """Parameters and the dominant dtype, from the headers alone."""
     total = 0
     by_dtype: Counter[str] = Counter()
     for path in files:
-        for key, tensor in read_safetensors_header(path).items():
-            if key == "__metadata__" or not isinstance(tensor, dict):
-                continue
-            n = 1
-            for dim in tensor.get("shape", []):
-                n *= int(dim)
-            total += n
-            by_dtype[tensor.get("dtype", "?")] += n
+        for _name, dtype, numel, _nbytes in safetensors_tensors(path):
+            total += numel
+            by_dtype[dtype] += numel
     dtype = by_dtype.most_common(1)[0][0] if by_dtype else None
     return total, _ST_DTYPES.get(dtype, (dtype.lower() if dtype else None, 0))[0]
 

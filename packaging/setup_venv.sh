@@ -3,6 +3,7 @@
 #   GPU=cpu  (default) CPU builds of torch and llama-cpp-python
 #   GPU=cuda           CUDA builds (NVIDIA): torch from PyTorch's CUDA index,
 #                      llama-cpp-python compiled with CMAKE_ARGS="-DGGML_CUDA=on"
+#   GPU=metal          Apple Silicon: llama-cpp-python compiled with CMAKE_ARGS="-DGGML_METAL=on"
 set -euo pipefail
 venv=${1:-.venv}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,12 +22,21 @@ case "$gpu" in
     "${pip[@]}" -e ".[dev]"
     ;;
   cuda)
+    # A CPU torch of the same version would satisfy ==2.13.0 and stay: remove it first.
+    if "$py" -c "import sys, torch; sys.exit(0 if '+cpu' in torch.__version__ else 1)" 2>/dev/null; then
+      "$py" -m pip uninstall -y -q torch
+    fi
     "${pip[@]}" torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128
     CMAKE_ARGS="-DGGML_CUDA=on" "${pip[@]}" --no-cache-dir --force-reinstall --no-deps llama-cpp-python
     "${pip[@]}" -e ".[dev]"
     ;;
+  metal)
+    "${pip[@]}" torch==2.13.0
+    CMAKE_ARGS="-DGGML_METAL=on" "${pip[@]}" --no-cache-dir --force-reinstall --no-deps llama-cpp-python
+    "${pip[@]}" -e ".[dev]"
+    ;;
   *)
-    echo "GPU must be cpu or cuda (got '$gpu')" >&2
+    echo "GPU must be cpu, cuda or metal (got '$gpu')" >&2
     exit 2
     ;;
 esac

@@ -30,6 +30,7 @@ from engine.backends.registry import register
 from engine.errors import JobCancelled, QuantDeskError
 from engine.formats import Format
 from engine.fsutil import check_writable, part_path, promote, remove_quietly
+from engine.inspect import safetensors_tensors
 from engine.jobs import CancelToken, JobGen, Progress, run_in_child
 from engine.units import format_bytes
 
@@ -217,7 +218,7 @@ def read_source(source: Path) -> SourceInfo:
     weight_bytes = 0
     for shard in shards:
         weight_bytes += shard.stat().st_size
-        for _name, numel, nbytes in _safetensors_tensors(shard):
+        for _name, _dtype, numel, nbytes in safetensors_tensors(shard):
             params = (params or 0) + numel
             largest = max(largest, nbytes)
     if not shards:
@@ -227,22 +228,6 @@ def read_source(source: Path) -> SourceInfo:
     return SourceInfo(folder, config, params, weight_bytes, largest)
 
 
-def _safetensors_tensors(path: Path) -> list[tuple[str, int, int]]:
-    """(name, element count, bytes) of each tensor, from the header alone."""
-    from engine.inspect import read_safetensors_header
-
-    found = []
-    for name, info in read_safetensors_header(path).items():
-        if name == "__metadata__" or not isinstance(info, dict):
-            continue
-        numel = 1
-        for dim in info.get("shape", []):
-            numel *= int(dim)
-        start, end = info.get("data_offsets", (0, 0))
-        found.append((name, numel, int(end) - int(start)))
-    return found
-
-
 def estimate_output_bytes(source: SourceInfo, target: BnbTarget) -> int:
     """Linear weights at the format's bits per weight; embeddings, norms and lm_head stay 16-bit."""
     shards = sorted(source.folder.glob("*.safetensors"))
@@ -250,7 +235,7 @@ def estimate_output_bytes(source: SourceInfo, target: BnbTarget) -> int:
         return int(source.weight_bytes * target.format.bits_per_weight / 16) + 1
     total = 0
     for shard in shards:
-        for name, numel, nbytes in _safetensors_tensors(shard):
+        for name, _dtype, numel, nbytes in safetensors_tensors(shard):
             quantized = (name.endswith(".weight") and numel >= 4096
                          and not any(part in name for part in ("embed", "lm_head", "norm")))
             total += int(numel * target.format.bits_per_weight / 8) if quantized else min(nbytes, numel * 2)

@@ -20,7 +20,7 @@ from engine.backends.base import QuantizeRequest
 from engine.errors import QuantDeskError
 from engine.formats import FORMATS, Format
 from engine.fsutil import part_path
-from engine.inspect import ModelInfo, inspect_model, read_safetensors_header
+from engine.inspect import ModelInfo, inspect_model, safetensors_tensors
 from engine.units import format_bytes
 
 FULL_PRECISION = ("F32", "F16", "BF16")
@@ -244,13 +244,8 @@ def _conversion_ram(source: Path, info: ModelInfo) -> int:
         path = source / name
         if path.suffix != ".safetensors":
             continue
-        for key, tensor in read_safetensors_header(path).items():
-            if key == "__metadata__" or not isinstance(tensor, dict):
-                continue
-            n = 1
-            for dim in tensor.get("shape", []):
-                n *= int(dim)
-            largest = max(largest, n)
+        for _name, _dtype, numel, _nbytes in safetensors_tensors(path):
+            largest = max(largest, numel)
     if not largest:
         largest = info.parameters // max(1, (info.layers or 1) * 4)
     return _CONVERTER_BASE_RAM + 4 * largest * 4

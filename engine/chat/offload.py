@@ -31,24 +31,11 @@ def require_gpu_build() -> None:
 
 def gguf_layout(path: Path) -> tuple[int, int, int]:
     """(repeating layers, KV-cache bytes per context token, training context) from the GGUF header."""
-    from engine.gguf_header import read_gguf_header
+    from engine.estimate import kv_cache_bytes
+    from engine.inspect import inspect_model
 
-    fields = read_gguf_header(path).fields
-    arch = str(fields.get("general.architecture") or "llama")
-
-    def num(key: str, default: int = 0) -> int:
-        value = fields.get(f"{arch}.{key}")
-        if isinstance(value, list):  # per-layer values
-            value = max(value) if value else None
-        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
-
-    layers = num("block_count")
-    embd = num("embedding_length")
-    heads = num("attention.head_count", 1) or 1
-    kv_heads = num("attention.head_count_kv", heads) or heads
-    head_dim = num("attention.key_length", embd // heads)
-    # K and V, f16 each, per layer.
-    return layers, 2 * layers * kv_heads * head_dim * 2, num("context_length")
+    model = inspect_model(path)
+    return model.layers or 0, kv_cache_bytes(model, 1), model.context_length or 0
 
 
 def plan_gpu_layers(path: Path, n_ctx: int, free_vram: int | None) -> OffloadPlan:
