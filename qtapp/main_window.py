@@ -234,6 +234,7 @@ class MainWindow(QMainWindow):
             wait_until(lambda: not queue.busy, 15000)
         for pane in self.chat.panes():
             pane.close_model()
+        self.session.stop()
         settings.set_value("window_geometry", self.saveGeometry())
         event.accept()
 

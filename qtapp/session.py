@@ -14,7 +14,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from qtapp import settings
-from qtapp.workers import Task, run_in_background
+from qtapp.workers import Task, run_in_background, wait_until
 
 
 def as_dict(obj: Any) -> dict[str, Any]:
@@ -67,6 +67,12 @@ class Session(QObject):
         self.refresh_machine()
         self._timer.start()
         self.track(run_in_background(_find_choices, done=lambda c: self.choices_changed.emit(*c), parent=self))
+
+    def stop(self) -> None:
+        """End the live refresh and let running look-ups finish, so none outlives the window."""
+        self._timer.stop()
+        machine = self._machine_task
+        wait_until(lambda: not self.busy and not (machine is not None and machine.running), 3000)
 
     def refresh_machine(self) -> None:
         if self._machine_task is not None and self._machine_task.running:
