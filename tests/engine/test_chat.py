@@ -53,6 +53,13 @@ def test_hf_greedy_answer(smollm2_dir):
     assert "Paris" in reply.text and reply.tokens > 0 and reply.tokens_per_second > 0
 
 
+def test_bitsandbytes_folder_through_the_chat_engine(bnb_smollm2):
+    with _loaded(bnb_smollm2.outputs["hf:bnb-nf4"]) as chat:
+        assert chat.backend == "transformers" and chat.has_template
+        reply = chat.ask(QUESTION, Sampling(temperature=0, max_tokens=8))
+    assert "Paris" in reply.text
+
+
 def test_system_prompt_goes_through_the_template(q8_chat):
     q8_chat.reset()
     q8_chat.system_prompt = "You answer in one word."
