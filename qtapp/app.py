@@ -26,6 +26,7 @@ def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None
     app = QApplication.instance() or QApplication([sys.argv[0], *qt_args])
     app.setApplicationName("QuantDesk")
     app.setOrganizationName("QuantDesk")
+    app.setDesktopFileName("quantdesk")  # lets docks match the window to quantdesk.desktop
     app.setStyleSheet(style_sheet())
     if out:
         from qtapp import settings
