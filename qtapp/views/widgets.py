@@ -52,7 +52,7 @@ class Meter(QWidget):
         self.bar = QProgressBar()
         self.bar.setRange(0, 1000)
         self.bar.setTextVisible(False)
-        self.bar.setMaximumHeight(10)
+        self.bar.setObjectName("UsageBar")  # thin: sized by the style sheet
         layout.addWidget(self.caption)
         layout.addWidget(self.bar)
 
