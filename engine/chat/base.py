@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import JobCancelled, QuantDeskError
-from engine.jobs import CancelToken, JobGen, Progress
+from engine.jobs import CancelToken, JobGen, Progress, run_job
 
 NO_TEMPLATE_NOTICE = (
     "This model has no chat template (it is a base model), so QuantDesk continues your text "
@@ -264,14 +264,7 @@ class Chat(ABC):
         on_text: Callable[[str], None] | None = None,
     ) -> Reply:
         """Send a message and wait for the whole reply (``on_text`` sees it as it streams)."""
-        gen = self.send(text, sampling, cancel)
-        while True:
-            try:
-                piece = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if on_text is not None:
-                on_text(piece)
+        return run_job(self.send(text, sampling, cancel), on_text)
 
     def send(
         self, text: str, sampling: Sampling | None = None, cancel: CancelToken | None = None
