@@ -573,3 +573,27 @@ def cached_models(cache: Path | None = None) -> list[tuple[str, Path]]:
         except OSError:
             continue
     return found
+
+
+def model_name(source: Path) -> str:
+    """The short name outputs are called after.
+
+    ``SmolLM2`` for a folder, ``name`` for a Hugging Face cache snapshot
+    (``models--org--name/snapshots/<hash>``), ``foo`` for ``foo-F16.gguf`` (a
+    trailing GGUF type is dropped).
+    """
+    import re
+
+    from engine.formats import FORMATS
+
+    source = Path(source)
+    if source.name == "config.json":
+        source = source.parent
+    if source.parent.name == "snapshots" and source.parent.parent.name.startswith("models--"):
+        return source.parent.parent.name.split("--")[-1]
+    if source.is_dir() or not source.suffix:
+        return source.name
+    stem = source.stem
+    names = sorted((f.name for f in FORMATS.values() if f.family == "gguf"), key=len, reverse=True)
+    pattern = r"[-_.](" + "|".join(re.escape(n) for n in names) + r")$"
+    return re.sub(pattern, "", stem, flags=re.I) or stem

@@ -232,6 +232,7 @@ def _bits_per_weight(art: Artifact) -> str:
 
 def _model_name(source: Path | str | None, artifacts: list[Artifact]) -> str:
     if source:
-        p = Path(source)
-        return p.stem if p.suffix.lower() == ".gguf" else p.name
+        from engine.inspect import model_name
+
+        return model_name(Path(source))
     return Path(artifacts[0].path).stem if artifacts else "Model"

@@ -30,7 +30,7 @@ from engine.backends.registry import register
 from engine.errors import JobCancelled, QuantDeskError
 from engine.formats import Format
 from engine.fsutil import check_writable, part_path, promote, remove_quietly
-from engine.inspect import safetensors_tensors
+from engine.inspect import model_name, safetensors_tensors
 from engine.jobs import CancelToken, JobGen, Progress, run_in_child
 from engine.units import format_bytes
 
@@ -62,7 +62,7 @@ class BnbTarget:
     options: dict[str, Any] = field(default_factory=dict)  # what the sidecar records
 
     def folder_name(self, source: Path) -> str:
-        return f"{source.name}-{self.suffix}"
+        return f"{model_name(source)}-{self.suffix}"
 
 
 def target_for(fmt: Format, options: dict[str, Any] | None = None) -> BnbTarget:
@@ -387,7 +387,7 @@ def _record(final: Path, source: SourceInfo, plan: BnbTarget, result: dict[str, 
         options["bits_per_weight"] = round(size * 8 / source.params, 3)
     return Artifact(path=final, format=plan.format.id, source=str(source.folder.resolve()), size_bytes=size,
                     options=options, versions={**package_versions(), **result["versions"]},
-                    source_name=source.folder.name, source_params=source.params,
+                    source_name=model_name(source.folder), source_params=source.params,
                     created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 

@@ -8,7 +8,6 @@ the GUI can simulate a small disk without filling one.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from engine.backends.base import QuantizeRequest
 from engine.errors import QuantDeskError
 from engine.formats import FORMATS, Format
 from engine.fsutil import part_path
-from engine.inspect import ModelInfo, inspect_model, safetensors_tensors
+from engine.inspect import ModelInfo, inspect_model, model_name, safetensors_tensors
 from engine.units import format_bytes
 
 FULL_PRECISION = ("F32", "F16", "BF16")
@@ -86,13 +85,8 @@ def output_name(model_name: str, type_name: str) -> str:
 
 
 def model_name_of(source: Path) -> str:
-    """``smollm2`` for a folder; ``foo`` for ``foo-F16.gguf`` (a trailing type is dropped)."""
-    if source.is_dir():
-        return source.name
-    stem = source.stem
-    names = sorted((f.name for f in FORMATS.values() if f.family == "gguf"), key=len, reverse=True)
-    pattern = r"[-_.](" + "|".join(re.escape(n) for n in names) + r")$"
-    return re.sub(pattern, "", stem, flags=re.I) or stem
+    """The name the outputs are called after (see engine.inspect.model_name)."""
+    return model_name(source)
 
 
 def plan_job(request: QuantizeRequest, targets: list[Format]) -> GgufPlan:

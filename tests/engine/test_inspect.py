@@ -325,3 +325,26 @@ def test_real_quantized_gguf():
     assert info.quantized == "Q4_1" and info.dtype == "Q4_1"
     assert (info.context_length, info.layers, info.kv_heads, info.head_dim) == (8192, 30, 3, 64)
     assert info.has_tokenizer and info.has_chat_template and info.tied_embeddings
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("hub/models--HuggingFaceTB--SmolLM2-135M-Instruct/snapshots/0123abcd", "SmolLM2-135M-Instruct"),
+        ("models/smollm2", "smollm2"),
+        ("models/smollm2/config.json", "smollm2"),
+        ("out/foo-F16.gguf", "foo"),
+        ("out/foo.Q4_K_M.gguf", "foo"),
+        ("out/foo-bar.gguf", "foo-bar"),
+    ],
+)
+def test_outputs_are_named_after_the_model_not_a_cache_hash(tmp_path, path, name):
+    from engine.inspect import model_name
+
+    target = tmp_path / path
+    if target.suffix:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"")
+    else:
+        target.mkdir(parents=True)
+    assert model_name(target) == name
