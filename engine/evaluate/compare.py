@@ -83,6 +83,9 @@ def compare_rows(artifacts: list[Artifact]) -> list[Row]:
 
     params: dict[str, int | None] = {}
     reference = _reference_ppl(artifacts)
+    # A KLD run records the PPL of its base (the model it was compared against).
+    measured_as_base = {a.evaluation["base"]: a.evaluation["base_ppl"] for a in artifacts
+                        if (a.evaluation or {}).get("base") and a.evaluation.get("base_ppl") is not None}
     rows = []
     for art in artifacts:
         ev = art.evaluation or {}
@@ -96,6 +99,8 @@ def compare_rows(artifacts: list[Artifact]) -> list[Row]:
             fmt = FORMATS.get(art.format)
             bpw = fmt.bits_per_weight if fmt else None
         ppl = ev.get("ppl")
+        if ppl is None:  # e.g. the original: measured as the base of another artifact's KLD run
+            ppl = measured_as_base.get(str(Path(art.path).resolve()))
         base = ev.get("base_ppl") or reference.get(_text_key(ev))
         delta = ppl - base if ppl is not None and base is not None else None
         rows.append(Row(art.path.name, str(art.path), art.format, art.source, art.size_bytes, bpw, ppl, delta,

@@ -82,3 +82,16 @@ def test_cli_compare_table_and_json(outputs):
     missing = subprocess.run([sys.executable, "-m", "engine", "compare", str(out / "nothing")],
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_original_row_shows_the_ppl_measured_as_a_base(outputs, smollm2_dir):
+    from engine.artifacts import describe
+
+    out, paths = outputs
+    update_evaluation(paths["Q8_0"], {"base": str(smollm2_dir.resolve()), "base_ppl": 19.9})
+    original = describe(smollm2_dir)
+    rows = compare_rows([original, *find_artifacts(out)])
+    assert rows[0].path == str(smollm2_dir) and rows[0].ppl == pytest.approx(19.9)
+    # Without the KLD run that measured it, the original has no PPL.
+    update_evaluation(paths["Q8_0"], {"base": None, "base_ppl": None})
+    assert compare_rows([original, *find_artifacts(out)])[0].ppl is None
