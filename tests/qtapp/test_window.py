@@ -103,6 +103,17 @@ def test_open_quantize_q8_and_chat(qtbot, main_window, smollm2_dir, tmp_path):
     qtbot.waitUntil(lambda: not pane.busy, timeout=5_000)
     assert pane.transcript.toPlainText().rstrip().endswith("stopped")
 
+    # Side by side: the same question to the new Q8_0 file and to the original checkpoint.
+    window.chat.max_tokens.setValue(24)
+    window.chat.side_by_side.setChecked(True)
+    right = window.chat.right
+    assert right.isVisible() and right.current_model().resolve() == smollm2_dir.resolve()
+    window.chat.prompt.setText("What is the capital of France?")
+    window.chat.send_btn.click()
+    qtbot.waitUntil(lambda: "Paris" in pane.reply_text() and "Paris" in right.reply_text(), timeout=180_000)
+    qtbot.waitUntil(lambda: not pane.busy and not right.busy, timeout=60_000)
+    assert "tokens/s" in right.transcript.toPlainText()
+
 
 def _start_and_wait_for_tensors(qtbot, window, source: Path, target: str):
     _open(qtbot, window, source)
