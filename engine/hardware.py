@@ -22,7 +22,6 @@ import ctypes
 import importlib.util
 import os
 import platform
-import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import QuantDeskError
+from engine.fsutil import disk_free
 from engine.units import parse_size
 
 GiB = 1024**3
@@ -329,15 +329,32 @@ def _os_version() -> str:
     return platform.version() or platform.release()
 
 
-def disk_free(path: str | os.PathLike[str]) -> int | None:
-    """Free bytes on the disk holding ``path`` (its nearest existing parent)."""
-    p = Path(path).expanduser().absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    try:
-        return shutil.disk_usage(p).free
-    except OSError:
-        return None
+# --------------------------------------------------------------------------- CPU features
+
+
+def avx2_from_cpuinfo(text: str) -> bool | None:
+    """Whether a Linux /proc/cpuinfo text lists the avx2 flag (None when it has no flags line)."""
+    for line in text.splitlines():
+        if line.lower().startswith("flags"):
+            return "avx2" in line.split(":", 1)[-1].split()
+    return None
+
+
+def has_avx2() -> bool | None:
+    """True/False when the OS tells; None when it cannot be read (then bitsandbytes decides)."""
+    system = platform.system()
+    if system == "Linux":
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                return avx2_from_cpuinfo(fh.read())
+        except OSError:
+            return None
+    if system == "Windows":
+        try:
+            return bool(ctypes.windll.kernel32.IsProcessorFeaturePresent(40))  # PF_AVX2_INSTRUCTIONS_AVAILABLE
+        except Exception:
+            return None
+    return None
 
 
 def detect_machine(

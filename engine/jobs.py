@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from engine.errors import JobCancelled, QuantDeskError
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,6 +82,31 @@ def run_job(
             return stop.value
         if on_progress is not None:
             on_progress(event)
+
+
+def relay(
+    source: Generator[T, Any, R] | Iterator[T],
+    transform: Callable[[T], Progress | None] | None = None,
+) -> Generator[Progress, None, R]:
+    """``yield from source``, passing each item through ``transform`` (None drops it).
+
+    Returns what ``source`` returned. Whatever ends the relay early (a cancel,
+    an error, the consumer closing it) closes ``source`` too, so a child
+    process behind it never outlives its reader.
+    """
+    try:
+        while True:
+            try:
+                item = next(source)
+            except StopIteration as stop:
+                return stop.value
+            event = item if transform is None else transform(item)
+            if event is not None:
+                yield event  # type: ignore[misc]
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
 class EtaClock:

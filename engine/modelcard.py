@@ -126,7 +126,7 @@ def read_chat_template(source: Path) -> str | None:
                         return value
             return None
         if source.is_file() and source.suffix.lower() == ".gguf":
-            from engine.backends.gguf_verify import open_gguf_header
+            from engine.backends.gguf.verify import open_gguf_header
 
             field = open_gguf_header(source).get_field("tokenizer.chat_template")
             return str(field.contents()) if field is not None else None

@@ -1,4 +1,4 @@
-"""One quantize job over several backends: preflight everything, then run each in turn."""
+"""One quantize job over several backends: plan everything first, then carry out each plan in turn."""
 
 from __future__ import annotations
 
@@ -6,43 +6,37 @@ import os
 from contextlib import suppress
 from pathlib import Path
 
-from engine.backends import OutputRecord, QuantizeRequest, backend_for
+from engine.backends import OutputRecord, Plan, QuantizeRequest, backend_for
 from engine.backends.base import Backend
 from engine.errors import QuantDeskError
-from engine.formats import Format
 from engine.fsutil import clean_stale_parts, remove_quietly
-from engine.jobs import CancelToken, EtaClock, JobGen, Progress
+from engine.jobs import CancelToken, EtaClock, JobGen, Progress, relay
 
 
-def plan(request: QuantizeRequest) -> list[tuple[Backend, list[Format]]]:
-    """Group the targets by backend, keeping the user's order of first appearance."""
-    groups: dict[str, tuple[Backend, list[Format]]] = {}
+def preflight(request: QuantizeRequest) -> list[tuple[Backend, Plan]]:
+    """Everything checkable before a byte is written, once: one plan per backend, in the user's order."""
+    if not request.source.exists():
+        raise QuantDeskError(f"{request.source} does not exist; check the path.")
+    groups: dict[str, tuple[Backend, list]] = {}
     for fmt in request.targets:
         backend = backend_for(fmt)
         groups.setdefault(backend.name, (backend, []))[1].append(fmt)
-    return list(groups.values())
-
-
-def preflight(request: QuantizeRequest) -> list[tuple[Backend, list[Format]]]:
-    """Everything checkable before a byte is written; raises QuantDeskError."""
-    if not request.source.exists():
-        raise QuantDeskError(f"{request.source} does not exist; check the path.")
-    groups = plan(request)
-    for backend, targets in groups:
+    plans: list[tuple[Backend, Plan]] = []
+    for backend, targets in groups.values():
         backend.validate_environment(request)
-        backend.preflight(request, targets)
-    return groups
+        plans.append((backend, backend.preflight(request, targets)))
+    return plans
 
 
 def quantize(request: QuantizeRequest, cancel: CancelToken | None = None) -> JobGen[list[OutputRecord]]:
     """The whole job: yields Progress over all backends, returns every output."""
     cancel = cancel or CancelToken()
-    groups = preflight(request)
+    plans = preflight(request)
     clean_stale_parts(request.out_dir)
     outputs: list[OutputRecord] = []
     before = _entries(request.out_dir)
     try:
-        yield from _run_groups(request, groups, cancel, outputs)
+        yield from _run_plans(plans, cancel, outputs)
     except BaseException:
         # A cancelled or failed job leaves the folder as it was, also for the
         # outputs an earlier backend of the same job already finished.
@@ -52,24 +46,20 @@ def quantize(request: QuantizeRequest, cancel: CancelToken | None = None) -> Job
     return outputs
 
 
-def _run_groups(request: QuantizeRequest, groups: list[tuple[Backend, list[Format]]], cancel: CancelToken,
-                outputs: list[OutputRecord]) -> JobGen[None]:
-    weights = [len(targets) for _, targets in groups]
+def _run_plans(plans: list[tuple[Backend, Plan]], cancel: CancelToken, outputs: list[OutputRecord]) -> JobGen[None]:
+    weights = [len(plan.targets) for _, plan in plans]
     total = float(sum(weights)) or 1.0
     done = 0.0
     clock = EtaClock()
-    for (backend, targets), weight in zip(groups, weights, strict=True):
+    for (backend, plan), weight in zip(plans, weights, strict=True):
         share = weight / total
-        gen = backend.run(request, targets, cancel)
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                outputs.extend(stop.value or [])
-                break
+
+        def scale(event: Progress, done: float = done, share: float = share) -> Progress:
             event.fraction = min(1.0, done + share * max(0.0, min(1.0, event.fraction)))
             event.eta_s = clock.eta(event.fraction)
-            yield event
+            return event
+
+        outputs.extend((yield from relay(backend.run(plan, cancel), scale)) or [])
         done += share
 
 

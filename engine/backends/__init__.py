@@ -1,14 +1,7 @@
-"""Quantization backends: one file each, found through the registry."""
+"""Quantization backends: one package each, found through the registry by the format's backend name."""
 
-from engine.backends.base import Backend, OutputRecord, QuantizeRequest
-from engine.backends.registry import all_backends, backend_for, get_backend, register
+from engine.backends.base import Backend, OutputRecord, Plan, QuantizeRequest
+from engine.backends.options import BnbOptions, GgufOptions
+from engine.backends.registry import backend_for
 
-__all__ = [
-    "Backend",
-    "OutputRecord",
-    "QuantizeRequest",
-    "all_backends",
-    "backend_for",
-    "get_backend",
-    "register",
-]
+__all__ = ["Backend", "BnbOptions", "GgufOptions", "OutputRecord", "Plan", "QuantizeRequest", "backend_for"]

@@ -4,25 +4,37 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
+from engine.backends.options import BnbOptions, GgufOptions, split_options
 from engine.errors import QuantDeskError
-from engine.formats import Format
+from engine.formats import FORMATS, Format
 from engine.jobs import CancelToken, JobGen
 
 
 @dataclass
 class QuantizeRequest:
-    """What the user asked for: one source, several targets, one output folder."""
+    """What the user asked for: one source, several targets, one output folder.
+
+    ``options`` is a flat dict of settings (as the window collects them), split
+    into ``gguf`` and ``bnb`` on creation; pass those records directly instead
+    when it is simpler.
+    """
 
     source: Path
     targets: list[Format]
     out_dir: Path
     threads: int | None = None
     device: str = "auto"  # "cpu", "cuda" or "auto"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: InitVar[dict[str, Any] | None] = None
+    gguf: GgufOptions = field(default_factory=GgufOptions)
+    bnb: BnbOptions = field(default_factory=BnbOptions)
+
+    def __post_init__(self, options: dict[str, Any] | None) -> None:
+        if options:
+            self.gguf, self.bnb = split_options(options)
 
 
 @dataclass
@@ -38,13 +50,28 @@ class OutputRecord:
                 "size_bytes": self.size_bytes}
 
 
-class Backend(ABC):
-    """A way to produce some formats. Subclasses register themselves in the registry."""
+@dataclass
+class Plan:
+    """What a backend's preflight worked out; its run() carries out exactly this."""
+
+    request: QuantizeRequest
+    targets: list[Format]
+
+
+P = TypeVar("P", bound=Plan)
+
+
+class Backend(ABC, Generic[P]):
+    """A way to produce some formats; found through the registry by ``Format.backend``."""
 
     name: ClassVar[str]
-    formats: ClassVar[tuple[str, ...]]  # format ids this backend produces
     required_packages: ClassVar[tuple[tuple[str, str], ...]] = ()  # (import name, pip requirement)
     requires_calibration: ClassVar[bool] = False
+
+    @classmethod
+    def formats(cls) -> tuple[str, ...]:
+        """The format ids this backend produces: the catalogue's formats naming it."""
+        return tuple(f.id for f in FORMATS.values() if f.backend == cls.name and not f.needs_imatrix)
 
     def missing_packages(self) -> list[str]:
         return [req for mod, req in self.required_packages if importlib.util.find_spec(mod) is None]
@@ -67,9 +94,12 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def preflight(self, request: QuantizeRequest, targets: list[Format]) -> None:
-        """Check everything that can be checked before writing anything; raise QuantDeskError."""
+    def preflight(self, request: QuantizeRequest, targets: list[Format]) -> P:
+        """Check everything that can be checked before writing anything and return the plan.
+
+        Raises QuantDeskError; writes nothing.
+        """
 
     @abstractmethod
-    def run(self, request: QuantizeRequest, targets: list[Format], cancel: CancelToken) -> JobGen[list[OutputRecord]]:
-        """Produce ``targets``; yields Progress with fraction 0..1 of this backend's share."""
+    def run(self, plan: P, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
+        """Carry out ``plan``; yields Progress with fraction 0..1 of this backend's share."""

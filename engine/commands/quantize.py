@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.backends import QuantizeRequest
+    from engine.backends import BnbOptions, GgufOptions, QuantizeRequest
     from engine.formats import parse_targets
     from engine.jobs import CancelToken
     from engine.quantize import quantize
@@ -65,23 +65,17 @@ def run(args: argparse.Namespace) -> int:
     cancel = CancelToken()
     try:
         targets = parse_targets(args.to)
-        options: dict[str, Any] = {
-            "keep_intermediate": args.keep_intermediate,
-            "converter": args.converter,
-            "requantize": args.requantize,
-            "output_tensor_type": args.output_tensor_type,
-            "token_embedding_type": args.token_embedding_type,
-            "pure": args.pure,
-            "bnb_compute_dtype": args.nf4_compute_dtype,
-            "bnb_quant_type": args.nf4_quant_type,
-            "bnb_int8_threshold": args.int8_threshold,
-        }
-        options = {k: v for k, v in options.items() if v}
-        if args.no_double_quant:
-            options["bnb_double_quant"] = False
+        gguf = GgufOptions(
+            keep_intermediate=args.keep_intermediate, converter=args.converter, requantize=args.requantize,
+            output_tensor_type=args.output_tensor_type, token_embedding_type=args.token_embedding_type,
+            pure=args.pure,
+        )
+        bnb = BnbOptions(**{k: v for k, v in {
+            "compute_dtype": args.nf4_compute_dtype, "quant_type": args.nf4_quant_type,
+            "int8_threshold": args.int8_threshold}.items() if v is not None}, double_quant=not args.no_double_quant)
         request = QuantizeRequest(
             source=Path(args.source).expanduser(), targets=targets, out_dir=Path(args.out).expanduser(),
-            threads=args.threads, device=args.device, options=options,
+            threads=args.threads, device=args.device, gguf=gguf, bnb=bnb,
         )
         with _cancel_on_signals(cancel):
             job = quantize(request, cancel)

@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 
 from engine.artifacts import read_sidecar
-from engine.backends.bnb import BnbBackend, avx2_from_cpuinfo, target_for
+from engine.backends import BnbOptions
+from engine.backends.bnb.backend import BnbBackend
+from engine.backends.bnb.plan import target_for
 from engine.errors import JobCancelled, QuantDeskError
 from engine.formats import get_format
+from engine.hardware import avx2_from_cpuinfo
 from engine.jobs import CancelToken
 from tests.fixtures.bnb import run_quantize
 
@@ -194,15 +197,15 @@ def test_nf4_options_map_to_bitsandbytes_config():
     default = target_for(nf4)
     assert default.bnb_config == {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
                                   "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "bfloat16"}
-    fp4 = target_for(nf4, {"bnb_quant_type": "fp4", "bnb_compute_dtype": "fp32", "bnb_double_quant": False})
+    fp4 = target_for(nf4, BnbOptions(quant_type="fp4", compute_dtype="fp32", double_quant=False))
     assert fp4.suffix == "bnb-fp4" and fp4.folder_name(Path("m")) == "m-bnb-fp4"
     assert fp4.bnb_config["bnb_4bit_compute_dtype"] == "float32"
     assert fp4.bnb_config["bnb_4bit_use_double_quant"] is False
     assert target_for(get_format("bnb-int8")).bnb_config == {"load_in_8bit": True, "llm_int8_threshold": 6.0}
     with pytest.raises(QuantDeskError, match="choose bf16, fp16 or fp32"):
-        target_for(nf4, {"bnb_compute_dtype": "int3"})
+        target_for(nf4, BnbOptions(compute_dtype="int3"))
     with pytest.raises(QuantDeskError, match="choose nf4 or fp4"):
-        target_for(nf4, {"bnb_quant_type": "nf5"})
+        target_for(nf4, BnbOptions(quant_type="nf5"))
 
 
 @pytest.mark.gpu

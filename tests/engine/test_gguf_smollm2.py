@@ -81,7 +81,7 @@ def test_model_card_and_modelfile(smollm2_multi_job):
 
 def test_shared_smollm2_gguf_cache(smollm2_gguf):
     assert set(smollm2_gguf) >= {"BF16", "F16", "Q8_0", "Q4_K_M"}
-    from engine.backends.gguf_verify import read_gguf_facts
+    from engine.backends.gguf.verify import read_gguf_facts
 
     assert read_gguf_facts(smollm2_gguf["F16"])[1] == 1
     assert read_gguf_facts(smollm2_gguf["Q4_K_M"])[1] == 15

@@ -11,7 +11,7 @@ import contextlib
 import importlib
 import importlib.util
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -19,13 +19,13 @@ from typing import Any
 from engine import __version__
 from engine.artifacts import sidecar_path, write_sidecar
 from engine.backends.base import OutputRecord
-from engine.backends.gguf_convert import convert_worker
-from engine.backends.gguf_preflight import GgufPlan, Output
-from engine.backends.gguf_quantize import quantize_worker
-from engine.backends.gguf_verify import read_gguf_facts, verify_gguf
+from engine.backends.gguf.convert import convert_worker
+from engine.backends.gguf.plan import GgufPlan, Output
+from engine.backends.gguf.quantize import quantize_worker
+from engine.backends.gguf.verify import read_gguf_facts, verify_gguf
 from engine.errors import JobCancelled, QuantDeskError
 from engine.fsutil import promote, remove_quietly
-from engine.jobs import CancelToken, JobGen, Progress, run_in_child
+from engine.jobs import CancelToken, JobGen, Progress, relay, run_in_child
 from engine.modelcard import write_model_card
 
 CONVERT_WEIGHT = 2.0  # a conversion takes about twice as long as one quantization
@@ -58,7 +58,7 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
                 yield first
             if plan.quantize:  # loads llama.cpp in its own process while the conversion runs
                 quantizer = _Quantizer(plan, source_file, metadata, cancel, wait=True)
-            result = yield from _drive(converter, lambda k, p: _convert_event(inter.type, k, p, progress))
+            result = yield from relay(converter, lambda msg: _convert_event(inter.type, *msg, progress))
             tensor_count = int(result["tensor_count"])
             if quantizer is not None:
                 quantizer.go()  # quantize while the intermediate is checked here
@@ -217,7 +217,7 @@ def _quantize(plan: GgufPlan, quantizer: _Quantizer, tensor_count: int,
                             message=f"{out.final.name} verified", extra={"type": out.type})
         return None
 
-    yield from _drive(quantizer.child, event)
+    yield from relay(quantizer.child, lambda msg: event(*msg))
     quantizer._live = False
     return params
 
@@ -232,24 +232,6 @@ class _LinkedCancel(CancelToken):
     @property
     def cancelled(self) -> bool:
         return self._event.is_set() or self._job.cancelled
-
-
-def _drive(child: Iterator[tuple[str, dict[str, Any]]],
-           event: Callable[[str, dict[str, Any]], Progress | None]) -> Generator[Progress, None, Any]:
-    """Turn a child's messages into Progress; returns the child's result. The child never outlives it."""
-    try:
-        while True:
-            try:
-                kind, payload = next(child)
-            except StopIteration as stop:
-                return stop.value
-            progress = event(kind, payload)
-            if progress is not None:
-                yield progress
-    finally:
-        close = getattr(child, "close", None)
-        if close is not None:
-            close()
 
 
 class _Fractions:

@@ -1,24 +1,16 @@
-"""Everything a GGUF job can check before a byte is written, and the plan it then follows.
-
-The disk and memory probes are plain functions here, and a request can pass
-its own (``options["free_bytes"]``, ``options["available_ram"]``) so a test or
-the GUI can simulate a small disk without filling one.
-"""
+"""Everything a GGUF job can check before a byte is written, and the plan it then follows."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backends.base import QuantizeRequest
+from engine.backends.base import Plan, QuantizeRequest
+from engine.backends.options import GgufOptions
 from engine.errors import QuantDeskError
 from engine.formats import FORMATS, Format
-from engine.fsutil import part_path
+from engine.fsutil import check_output_folder, part_path, require_free_space
 from engine.inspect import ModelInfo, inspect_model, model_name, safetensors_tensors
 from engine.units import format_bytes
 
@@ -45,7 +37,7 @@ class Output:
 
 
 @dataclass
-class GgufPlan:
+class GgufPlan(Plan):
     source: Path
     kind: str  # "hf" (convert first) or "gguf" (quantize directly)
     model_name: str
@@ -69,11 +61,6 @@ class GgufPlan:
         return keep + self.quantize
 
 
-def disk_free_bytes(folder: Path) -> int:
-    """Free bytes on the disk that holds ``folder`` (or would hold it, once created)."""
-    return shutil.disk_usage(_nearest_existing(folder)).free
-
-
 def available_ram_bytes() -> int:
     import psutil
 
@@ -91,7 +78,7 @@ def model_name_of(source: Path) -> str:
 
 def plan_job(request: QuantizeRequest, targets: list[Format]) -> GgufPlan:
     """Check the request and work out every file; raises QuantDeskError, writes nothing."""
-    opts = request.options
+    opts = request.gguf
     for fmt in targets:
         if fmt.needs_imatrix:
             raise QuantDeskError(
@@ -104,7 +91,7 @@ def plan_job(request: QuantizeRequest, targets: list[Format]) -> GgufPlan:
     name = model_name_of(source)
     converter: Path | None = None
     warnings: list[str] = []
-    requantize = bool(opts.get("requantize"))
+    requantize = opts.requantize
     if info.kind == "gguf":
         kind = "gguf"
         input_type = (info.dtype or "?").upper()
@@ -121,10 +108,10 @@ def plan_job(request: QuantizeRequest, targets: list[Format]) -> GgufPlan:
         intermediate = None
     else:
         kind = "hf"
-        converter = _check_convertible(source, info, opts.get("converter"))
+        converter = _check_convertible(source, info, opts.converter)
         input_type = "BF16" if (info.dtype or "").lower() == "bf16" else "F16"
         intermediate = Output(FORMATS[f"gguf:{input_type}"], out_dir / output_name(name, input_type))
-    keep = bool(opts.get("keep_intermediate"))
+    keep = opts.keep_intermediate
     quantize: list[Output] = []
     for fmt in targets:
         if intermediate is not None and fmt.name == input_type:
@@ -137,43 +124,23 @@ def plan_job(request: QuantizeRequest, targets: list[Format]) -> GgufPlan:
                 f"The output {out.final.name} would overwrite the source; choose another output folder."
             )
     plan = GgufPlan(
-        source=source, kind=kind, model_name=name, info=info, out_dir=out_dir, input_type=input_type,
+        request=request, targets=list(targets), source=source, kind=kind, model_name=name, info=info, out_dir=out_dir, input_type=input_type,
         intermediate=intermediate, keep_intermediate=keep, quantize=quantize, converter=converter,
         requantize=requantize, threads=int(request.threads or 0), quant_options=_quant_options(opts),
         warnings=warnings,
     )
     check_output_folder(out_dir)
     plan.needed_bytes = _needed_bytes(plan)
-    free = _probe(opts, "free_bytes", disk_free_bytes)(out_dir)
-    if plan.needed_bytes > free:
-        raise QuantDeskError(
-            f"Not enough free disk space in {out_dir}: this job needs about {format_bytes(plan.needed_bytes)} "
-            f"but only {format_bytes(free)} is free; free some space or choose another output folder."
-        )
+    require_free_space(out_dir, plan.needed_bytes, "the GGUF files")
     if kind == "hf":
         need_ram = _conversion_ram(source, info)
-        have_ram = _probe(opts, "available_ram", available_ram_bytes)()
+        have_ram = available_ram_bytes()
         if need_ram > have_ram:
             raise QuantDeskError(
                 f"Converting {name} needs about {format_bytes(need_ram)} of free memory but only "
                 f"{format_bytes(have_ram)} is available; close other programs and try again."
             )
     return plan
-
-
-def check_output_folder(folder: Path) -> None:
-    """Raise unless ``folder`` exists writable or can be created; leaves no trace either way."""
-    existing = _nearest_existing(folder)
-    if not existing.is_dir():
-        raise QuantDeskError(
-            f"Cannot create the output folder {folder}: {existing} is a file, not a folder; choose another folder."
-        )
-    try:
-        probe = tempfile.mkdtemp(prefix=".quantdesk-probe-", dir=existing)
-        os.rmdir(probe)
-    except OSError as err:
-        where = "is not writable" if existing == folder else f"cannot be created ({err.strerror})"
-        raise QuantDeskError(f"The output folder {folder} {where}; choose another folder.") from None
 
 
 def _check_convertible(source: Path, info: ModelInfo, converter_opt: Any) -> Path:
@@ -201,10 +168,10 @@ def _check_convertible(source: Path, info: ModelInfo, converter_opt: Any) -> Pat
     return resolve_converter(converter)
 
 
-def _quant_options(opts: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"pure": bool(opts.get("pure"))}
+def _quant_options(opts: GgufOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {"pure": bool(opts.pure)}
     for key in ("output_tensor_type", "token_embedding_type"):
-        value = opts.get(key)
+        value = getattr(opts, key)
         if value:
             out[key] = ggml_type_id(str(value))
     return out
@@ -243,15 +210,3 @@ def _conversion_ram(source: Path, info: ModelInfo) -> int:
     if not largest:
         largest = info.parameters // max(1, (info.layers or 1) * 4)
     return _CONVERTER_BASE_RAM + 4 * largest * 4
-
-
-def _probe(opts: dict[str, Any], key: str, default: Callable[..., int]) -> Callable[..., int]:
-    probe = opts.get(key)
-    return probe if callable(probe) else default
-
-
-def _nearest_existing(folder: Path) -> Path:
-    p = Path(folder).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p

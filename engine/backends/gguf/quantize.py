@@ -64,7 +64,7 @@ def quantize_worker(reporter: ChildReporter, jobs: list[dict[str, Any]], threads
     conversion. Sends ``tensor`` messages while working and ``output`` when a
     file is done, so the parent can verify it while the next one is made.
     """
-    from engine.backends.gguf_child import child_setup
+    from engine.backends.gguf.child import child_setup
 
     child_setup()
     reporter.send("hello")

@@ -26,7 +26,7 @@ OUTTYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0"
 def convert_worker(reporter: ChildReporter, source: str, dest: str, outtype: str, converter: str | None,
                    metadata: dict[str, str]) -> dict[str, Any]:
     """Child entry point: convert ``source`` to ``dest``; returns tensor count and file type."""
-    from engine.backends.gguf_child import child_setup
+    from engine.backends.gguf.child import child_setup
 
     child_setup()
     reporter.send("phase", message="Loading llama.cpp's converter")
