@@ -29,7 +29,7 @@ from qtapp.views.quantize import QuantizeView
 from qtapp.views.recommendation import RecommendationView
 from qtapp.views.results import ResultsView
 from qtapp.views.widgets import Banner
-from qtapp.workers import wait_until
+from qtapp.workers import failures, wait_until
 
 TABS = ("recommendation", "quantize", "chat", "results")
 
@@ -120,6 +120,8 @@ class MainWindow(QMainWindow):
         s.model_failed.connect(self._model_failed)
         s.recommendation_changed.connect(self.recommendation.show_recommendation)
         s.error.connect(self.show_error)
+        s.recommendation_failed.connect(self.recommendation.clear)
+        failures().message.connect(self.show_error)
         self.model_panel.open_requested.connect(self.open_model)
         self.recommendation.context_changed.connect(s.set_context)
         self.recommendation.chosen.connect(self.quantize.preselect)
