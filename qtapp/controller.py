@@ -5,100 +5,104 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, Signal
 
 from qtapp import settings
 from qtapp.job_work import evaluate_job, quantize_job
-from qtapp.views.jobs import JobSpec
+from qtapp.jobs import Job, JobQueue, JobSpec
+from qtapp.session import Session
 from qtapp.workers import Outcome, in_process, run_in_background
 
 if TYPE_CHECKING:
-    from qtapp.main_window import MainWindow
+    from qtapp.views.quantize import QuantizeChoice
 
 
 class JobController(QObject):
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.w = window
-        queue = window.quantize.queue
-        queue.job_finished.connect(self._job_finished)
+    """Turns the user's quantize and evaluate requests into queued jobs; says what to show through signals."""
 
-    def check_targets(self) -> None:
+    error = Signal(str)  # a sentence for the banner; "" clears it
+    jobs_shown = Signal()  # a job was queued from elsewhere: show the queue
+    unavailable_changed = Signal(dict)  # format id -> how to install its backend
+    library_changed = Signal(list)  # the engine's comparison rows, original first
+    models_changed = Signal(list, object)  # [(label, path)] for the chat panes, the one to prefer
+
+    def __init__(self, session: Session, queue: JobQueue, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.queue = queue
+        self.out_dir = Path(settings.output_folder()).expanduser()
+        queue.finished.connect(self._job_finished)
+
+    def check_targets(self, format_ids: list[str]) -> None:
         """Grey out targets whose backend is missing here, with the engine's install hint."""
-        ids = list(self.w.quantize.boxes)
-        self.w.session.track(run_in_background(lambda _c: _target_hints(ids),
-                                               done=self.w.quantize.set_unavailable, parent=self))
+        ids = list(format_ids)
+        self.session.track(run_in_background(lambda _c: _target_hints(ids),
+                                             done=self.unavailable_changed.emit, parent=self))
 
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.w.quantize.out_dir.text().strip() or settings.output_folder()).expanduser()
+    def set_out_dir(self, folder: Path) -> None:
+        self.out_dir = Path(folder)
 
     # --- quantize -------------------------------------------------------------
-    def start_quantize(self) -> None:
-        session, view = self.w.session, self.w.quantize
+    def start_quantize(self, choice: QuantizeChoice) -> None:
+        session = self.session
         if session.model_path is None or not session.model_info:
-            self.w.show_error("Open a model first: a Hugging Face folder, a config.json or a GGUF file.")
+            self.error.emit("Open a model first: a Hugging Face folder, a config.json or a GGUF file.")
             return
-        targets = view.targets()
-        if not targets:
-            self.w.show_error("Tick at least one target format, e.g. GGUF Q4_K_M.")
+        if not choice.targets:
+            self.error.emit("Tick at least one target format, e.g. GGUF Q4_K_M.")
             return
         from engine.backends import QuantizeRequest
         from engine.formats import get_format
 
-        out_dir = self.out_dir
+        self.out_dir = out_dir = choice.out_dir
         settings.set_output_folder(str(out_dir))
         request = QuantizeRequest(
             source=session.model_path,
-            targets=[get_format(t) for t in targets],
+            targets=[get_format(t) for t in choice.targets],
             out_dir=out_dir,
-            threads=view.threads.value() or None,
-            device=view.device.currentText(),
-            options=view.options(),
+            threads=choice.threads,
+            device=choice.device,
+            options=choice.options,
         )
 
-        names = ", ".join(get_format(t).name for t in targets)
-        self.w.banner.dismiss()
-        view.queue.add(JobSpec(f"{session.model_path.name} → {names}", in_process(quantize_job, request),
-                               "quantize", out_dir,
-                               {"source": str(session.model_path)}))
+        names = ", ".join(get_format(t).name for t in choice.targets)
+        self.error.emit("")
+        self.queue.add(JobSpec(f"{session.model_path.name} → {names}", in_process(quantize_job, request),
+                               "quantize", out_dir, {"source": str(session.model_path)}))
 
     # --- evaluate ---------------------------------------------------------------
     def evaluate(self, paths: list[Path]) -> None:
-        session = self.w.session
         if not paths:
-            self.w.show_error("Select an artifact to evaluate first.")
+            self.error.emit("Select an artifact to evaluate first.")
             return
-        base = session.model_path
-
         title = "Evaluate " + ", ".join(Path(p).name for p in paths)
-        work = in_process(evaluate_job, [Path(p) for p in paths], base)
-        self.w.quantize.queue.add(JobSpec(title, work, "evaluate", None, {"paths": [str(p) for p in paths]}))
-        self.w.tabs.setCurrentWidget(self.w.quantize)
+        work = in_process(evaluate_job, [Path(p) for p in paths], self.session.model_path)
+        self.queue.add(JobSpec(title, work, "evaluate", None, {"paths": [str(p) for p in paths]}))
+        self.jobs_shown.emit()
 
-    def _job_finished(self, spec: JobSpec, outcome: Outcome) -> None:
+    def _job_finished(self, _job: Job, outcome: Outcome) -> None:
         if outcome.status == "error":
-            self.w.show_error(outcome.message)
+            self.error.emit(outcome.message)
         self.refresh_artifacts()
 
     # --- the library ------------------------------------------------------------
     def refresh_artifacts(self, prefer: Path | None = None) -> None:
-        source = self.w.session.model_path
+        source = self.session.model_path
         if source is None:
             return
         out_dir = self.out_dir
-        self.w.session.track(run_in_background(
+        self.session.track(run_in_background(
             lambda _c: _library(source, out_dir),
             done=lambda rows, p=prefer: self._show_library(source, rows, p),
-            failed=self.w.show_error, parent=self))
+            failed=self.error.emit, parent=self))
 
     def _show_library(self, source: Path, rows: list[dict[str, Any]], prefer: Path | None) -> None:
-        if source != self.w.session.model_path:
+        if source != self.session.model_path:
             return
-        self.w.results.show_rows(rows)
+        self.library_changed.emit(rows)
         choices = [(f"{r['name']} ({'original' if r.get('original') else _label(r)})", Path(r["path"]))
                    for r in rows]
-        self.w.chat.set_models(choices, prefer)
+        self.models_changed.emit(choices, prefer)
 
 
 def _label(row: dict[str, Any]) -> str:

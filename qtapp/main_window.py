@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 from qtapp import settings
 from qtapp.assets import icon
 from qtapp.controller import JobController
+from qtapp.jobs import JobQueue
 from qtapp.session import Session
 from qtapp.views.chat import ChatView
 from qtapp.views.machine import MachinePanel
@@ -28,7 +29,7 @@ from qtapp.views.quantize import QuantizeView
 from qtapp.views.recommendation import RecommendationView
 from qtapp.views.results import ResultsView
 from qtapp.views.widgets import Banner
-from qtapp.workers import wait_until
+from qtapp.workers import failures, wait_until
 
 TABS = ("recommendation", "quantize", "chat", "results")
 
@@ -42,6 +43,7 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(icon("quantdesk"))
         self.setAcceptDrops(True)
         self.session = Session(self)
+        self.queue = JobQueue(self)
 
         self.machine = MachinePanel()
         self.model_panel = ModelPanel()
@@ -79,7 +81,7 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([340, 940])
         self.setCentralWidget(splitter)
-        self.jobs = JobController(self)
+        self.jobs = JobController(self.session, self.queue, self)
         self._actions()
         self._wire()
         self.statusBar().showMessage("Open a model to begin: a Hugging Face folder, a config.json or a GGUF file.")
@@ -118,16 +120,27 @@ class MainWindow(QMainWindow):
         s.model_failed.connect(self._model_failed)
         s.recommendation_changed.connect(self.recommendation.show_recommendation)
         s.error.connect(self.show_error)
+        s.recommendation_failed.connect(self.recommendation.clear)
+        failures().message.connect(self.show_error)
         self.model_panel.open_requested.connect(self.open_model)
         self.recommendation.context_changed.connect(s.set_context)
         self.recommendation.chosen.connect(self.quantize.preselect)
         self.quantize.start_requested.connect(self.jobs.start_quantize)
+        self.quantize.out_dir_changed.connect(self.jobs.set_out_dir)
+        self.quantize.job_list.watch(self.queue)
+        self.quantize.job_list.cancel_requested.connect(self.queue.cancel)
+        self.quantize.job_list.chat_requested.connect(self.chat_with)
+        self.quantize.job_list.evaluate_requested.connect(self.jobs.evaluate)
+        j = self.jobs
+        j.error.connect(self.show_error)
+        j.jobs_shown.connect(lambda: self.tabs.setCurrentWidget(self.quantize))
+        j.unavailable_changed.connect(self.quantize.set_unavailable)
+        j.library_changed.connect(self.results.show_rows)
+        j.models_changed.connect(self.chat.set_models)
         self.chat.error.connect(self.show_error)
         self.results.refresh_requested.connect(self.jobs.refresh_artifacts)
         self.results.evaluate_requested.connect(self.jobs.evaluate)
         self.results.chat_requested.connect(self.chat_with)
-        self.quantize.queue.chat_requested.connect(self.chat_with)
-        self.quantize.queue.evaluate_requested.connect(self.jobs.evaluate)
 
     # --- what the user does ---------------------------------------------------
     def open_model(self, path: Path) -> None:
@@ -146,13 +159,13 @@ class MainWindow(QMainWindow):
             self.chat.send()
         else:
             self.tabs.setCurrentWidget(self.quantize)
-            self.jobs.start_quantize()
+            self.quantize.request_start()
 
     def stop(self) -> None:
         if self.tabs.currentWidget() is self.chat and self.chat.busy:
             self.chat.stop()
         else:
-            self.quantize.queue.cancel()
+            self.queue.cancel()
 
     def chat_with(self, path: Path) -> None:
         self.jobs.refresh_artifacts(prefer=Path(path))
@@ -200,7 +213,7 @@ class MainWindow(QMainWindow):
 
     def _after_first_paint(self) -> None:
         self.session.start()
-        self.jobs.check_targets()
+        self.jobs.check_targets(list(self.quantize.boxes))
         if self._initial_model is not None:
             self.open_model(self._initial_model)
         self.started = True
@@ -224,7 +237,7 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        queue = self.quantize.queue
+        queue = self.queue
         if queue.busy:
             if not self.confirm_quit():
                 event.ignore()

@@ -26,12 +26,17 @@ def as_dict(obj: Any) -> dict[str, Any]:
     return asdict(obj) if is_dataclass(obj) else {}
 
 
+NO_MACHINE = "No recommendation: QuantDesk could not read this machine (see the message above)."
+NO_RECOMMENDATION = "No recommendation for this model (see the message above)."
+
+
 class Session(QObject):
     machine_changed = Signal(dict)
     model_loading = Signal(Path)
     model_opened = Signal(Path, dict)
     model_failed = Signal(Path, str)
     recommendation_changed = Signal(dict)
+    recommendation_failed = Signal(str)  # why there is none (the banner has the engine's sentence)
     choices_changed = Signal(object, list)  # demo path or None, [(name, path)] from the HF cache
     error = Signal(str)
 
@@ -48,6 +53,7 @@ class Session(QObject):
         self.context = 4096
         self._pending: set[Task] = set()
         self._machine_task: Task | None = None
+        self._machine_error = ""  # the last detection failure, reported once
         self._timer = QTimer(self, interval=self.MACHINE_REFRESH_MS)
         self._timer.timeout.connect(self.refresh_machine)
 
@@ -77,16 +83,27 @@ class Session(QObject):
     def refresh_machine(self) -> None:
         if self._machine_task is not None and self._machine_task.running:
             return
-        self._machine_task = run_in_background(_detect_machine, done=self._machine_ready, parent=self)
+        self._machine_task = run_in_background(_detect_machine, done=self._machine_ready,
+                                               failed=self._machine_failed, parent=self)
         if not self.machine:
             self.track(self._machine_task)
 
     def _machine_ready(self, machine: Any) -> None:
         first = self._machine_obj is None
+        self._machine_error = ""
         self._machine_obj = machine
         self.machine = as_dict(machine)
         self.machine_changed.emit(self.machine)
         if first and self._info_obj is not None:
+            self.recommend()
+
+    def _machine_failed(self, message: str) -> None:
+        """Say it once (the refresh would repeat it every few seconds); a waiting recommendation gives up."""
+        if message == self._machine_error:
+            return
+        self._machine_error = message
+        self.error.emit(message)
+        if self._machine_obj is None:
             self.recommend()
 
     # --- model ------------------------------------------------------------
@@ -135,15 +152,26 @@ class Session(QObject):
         self.recommend()
 
     def recommend(self) -> None:
-        if self.model_path is None or self._info_obj is None or self._machine_obj is None:
-            return  # runs again when both have arrived
+        if self.model_path is None or self._info_obj is None:
+            return  # runs again when the model has arrived
+        if self._machine_obj is None:
+            if self._machine_error:  # it will not come by itself: say why again, beside the model
+                self.error.emit(self._machine_error)
+                self.recommendation_failed.emit(NO_MACHINE)
+            return  # runs again when the machine has arrived
         path, ctx, info, machine = self.model_path, self.context, self._info_obj, self._machine_obj
         self.track(run_in_background(
             lambda _c: _recommend(info, machine, ctx),
             done=lambda rec, p=path: self._recommended(p, rec),
-            failed=self.error.emit,
+            failed=lambda msg, p=path: self._not_recommended(p, msg),
             parent=self,
         ))
+
+    def _not_recommended(self, path: Path, message: str) -> None:
+        if path != self.model_path:
+            return
+        self.error.emit(message)
+        self.recommendation_failed.emit(NO_RECOMMENDATION)
 
     def _recommended(self, path: Path, rec: dict[str, Any]) -> None:
         if path != self.model_path:

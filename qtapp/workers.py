@@ -58,6 +58,22 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else 'unexpected error'}"
 
 
+class Failures(QObject):
+    """Where failures go that no caller handles itself, so none is dropped: the window shows them in its banner."""
+
+    message = Signal(str)
+
+
+_FAILURES: Failures | None = None
+
+
+def failures() -> Failures:
+    global _FAILURES
+    if _FAILURES is None:
+        _FAILURES = Failures()
+    return _FAILURES
+
+
 def _drive(work: Work, cancel: CancelToken):
     try:
         result = work(cancel)
@@ -68,8 +84,8 @@ def _drive(work: Work, cancel: CancelToken):
     except Exception as err:  # noqa: BLE001 - every failure reaches the window as one line
         detail = getattr(err, "child_traceback", None) or traceback.format_exc()
         return Outcome("error", message=one_line(err), detail=detail)
-    if cancel.cancelled:
-        return Outcome("cancelled", value=result, message="Cancelled.")
+    # Work that returned finished: a cancel that arrived after its last check changes
+    # nothing it made, so the outcome says what happened, not what was asked.
     return Outcome("ok", value=result)
 
 
@@ -216,12 +232,14 @@ def run_in_background(
     parent: QObject | None = None,
     name: str = "",
 ) -> Task:
-    """Start ``work`` on a worker thread and route its results to the given slots."""
+    """Start ``work`` on a worker thread and route its results to the given slots.
+
+    Without ``failed``, a failure goes to ``failures()`` (the window's error banner).
+    """
     task = Task(work, name=name, parent=parent)
     if done is not None:
         task.succeeded.connect(done)
-    if failed is not None:
-        task.failed.connect(failed)
+    task.failed.connect(failed if failed is not None else failures().message)
     if progress is not None:
         task.progress.connect(progress)
     return task.start()

@@ -6,12 +6,15 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from tests.fixtures.bnb import *  # noqa: E402,F403
-from tests.fixtures.chat import *  # noqa: E402,F403
-from tests.fixtures.gguf import *  # noqa: E402,F403
-from tests.fixtures.gui import *  # noqa: E402,F403
-from tests.fixtures.inspect import *  # noqa: E402,F403
-from tests.fixtures.models import *  # noqa: E402,F403
+# Modules that others import come first, so pytest rewrites their asserts too.
+pytest_plugins = [
+    "tests.fixtures.models",
+    "tests.fixtures.inspect",
+    "tests.fixtures.gguf",
+    "tests.fixtures.chat",
+    "tests.fixtures.bnb",
+    "tests.fixtures.gui",
+]
 
 
 def _has_cuda() -> bool:

@@ -1,10 +1,11 @@
-"""The job queue: one job at a time, each with progress, step and tensor, ETA, cancel and a log."""
+"""The jobs as the user sees them: progress, step and tensor, ETA, cancel and a log per job.
+
+What runs lives in ``qtapp.jobs.JobQueue``; this view follows its signals.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +24,9 @@ from PySide6.QtWidgets import (
 )
 
 from qtapp.assets import icon
+from qtapp.jobs import Job, JobQueue, JobSpec
 from qtapp.views.widgets import muted, panel
-from qtapp.workers import Outcome, Task, Work
-
-
-@dataclass
-class JobSpec:
-    """What the queue runs: a title, the engine work, and what to offer when it finishes."""
-
-    title: str
-    work: Work
-    kind: str = "quantize"  # or "evaluate"
-    out_dir: Path | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+from qtapp.workers import Outcome
 
 
 class JobRow(QWidget):
@@ -107,6 +98,10 @@ class JobRow(QWidget):
     def started(self) -> None:
         self.state.setText("running")
         self.log("started")
+
+    def cancelling(self) -> None:
+        self.state.setText("cancelling…")
+        self.log("cancel requested")
 
     def show_progress(self, event: Any) -> None:
         """Log now; paint at most ten times a second (a job may report hundreds of tensors a second)."""
@@ -180,13 +175,12 @@ class JobRow(QWidget):
             QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
 
-class JobQueue(QWidget):
-    """Runs queued jobs one at a time: two conversions at once would fight for RAM and cores."""
+class JobList(QWidget):
+    """Shows a JobQueue, newest job first; the user's clicks leave as intents."""
 
-    job_finished = Signal(object, object)  # JobSpec, Outcome
+    cancel_requested = Signal(object)  # Job
     chat_requested = Signal(Path)
     evaluate_requested = Signal(list)
-    busy_changed = Signal(bool)
 
     def __init__(self) -> None:
         super().__init__()
@@ -203,66 +197,40 @@ class JobQueue(QWidget):
         scroll.setWidget(inner)
         outer.addWidget(scroll, 1)
         self.rows: list[JobRow] = []
-        self.pending: list[JobRow] = []
-        self.current: tuple[JobRow, Task] | None = None
-        self.on_progress: list[Callable[[Any], None]] = []
+        self._row_of: dict[Job, JobRow] = {}
 
-    @property
-    def busy(self) -> bool:
-        return self.current is not None or bool(self.pending)
+    def watch(self, queue: JobQueue) -> None:
+        """Follow ``queue``: a row per job, updated from its signals."""
+        queue.added.connect(self._added)
+        queue.started.connect(self._started)
+        queue.progress.connect(self._progress)
+        queue.cancelling.connect(self._cancelling)
+        queue.finished.connect(self._finished)
 
-    def add(self, spec: JobSpec) -> JobRow:
-        row = JobRow(spec)
+    def row_for(self, job: Job) -> JobRow | None:
+        return self._row_of.get(job)
+
+    def _added(self, job: Job) -> None:
+        row = JobRow(job.spec)
+        row.cancel_requested.connect(lambda j=job: self.cancel_requested.emit(j))
         row.chat_requested.connect(self.chat_requested.emit)
         row.evaluate_requested.connect(self.evaluate_requested.emit)
-        row.cancel_requested.connect(lambda r=row: self.cancel(r))
         self.rows.append(row)
+        self._row_of[job] = row
         self.rows_box.insertWidget(0, row)
         self.empty.hide()
-        self.pending.append(row)
-        self._next()
-        self.busy_changed.emit(True)
-        return row
 
-    def cancel(self, row: JobRow | None = None) -> None:
-        """Cancel one job (the running one when none is named)."""
-        if row is None and self.current:
-            row = self.current[0]
-        if row is None:
-            return
-        if row in self.pending:
-            self.pending.remove(row)
-            row.finished(Outcome("cancelled", message="Cancelled before it started."))
-            self.busy_changed.emit(self.busy)
-        elif self.current and self.current[0] is row:
-            row.state.setText("cancelling…")
-            row.log("cancel requested")
-            self.current[1].cancel()
+    def _started(self, job: Job) -> None:
+        self._row_of[job].started()
 
-    def cancel_all(self) -> None:
-        for row in list(self.pending):
-            self.cancel(row)
-        self.cancel()
+    def _progress(self, job: Job, event: Any) -> None:
+        self._row_of[job].show_progress(event)
 
-    def _next(self) -> None:
-        if self.current or not self.pending:
-            return
-        row = self.pending.pop(0)
-        task = Task(row.spec.work, name=row.spec.title, parent=self)
-        task.progress.connect(row.show_progress)
-        for cb in self.on_progress:
-            task.progress.connect(cb)
-        task.ended.connect(lambda outcome, r=row: self._ended(r, outcome))
-        self.current = (row, task)
-        row.started()
-        task.start()
+    def _cancelling(self, job: Job) -> None:
+        self._row_of[job].cancelling()
 
-    def _ended(self, row: JobRow, outcome: Outcome) -> None:
-        row.finished(outcome)
-        self.current = None
-        self.job_finished.emit(row.spec, outcome)
-        self._next()
-        self.busy_changed.emit(self.busy)
+    def _finished(self, job: Job, outcome: Outcome) -> None:
+        self._row_of[job].finished(outcome)
 
 
 def _duration(seconds: float) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Signal
@@ -23,7 +25,7 @@ from PySide6.QtWidgets import (
 from engine.formats import FORMATS
 from qtapp import settings
 from qtapp.assets import icon
-from qtapp.views.jobs import JobQueue
+from qtapp.views.jobs import JobList
 from qtapp.views.widgets import Foldable, heading, muted
 
 MAIN_TARGETS = ("gguf:Q4_K_M", "gguf:Q5_K_M", "gguf:Q6_K", "gguf:Q8_0", "hf:bnb-int8", "hf:bnb-nf4")
@@ -31,8 +33,20 @@ MORE_TARGETS = ("gguf:Q4_K_S", "gguf:Q5_K_S", "gguf:Q3_K_M", "gguf:Q2_K", "gguf:
                 "gguf:F16", "gguf:BF16")
 
 
+@dataclass
+class QuantizeChoice:
+    """What the form says, as the engine's QuantizeRequest wants it."""
+
+    targets: list[str]
+    out_dir: Path
+    threads: int | None
+    device: str
+    options: dict[str, Any]
+
+
 class QuantizeView(QWidget):
-    start_requested = Signal()
+    start_requested = Signal(object)  # QuantizeChoice
+    out_dir_changed = Signal(Path)
 
     def __init__(self) -> None:
         super().__init__()
@@ -58,6 +72,7 @@ class QuantizeView(QWidget):
         out.addWidget(QLabel("Output folder"))
         self.out_dir = QLineEdit(settings.output_folder())
         self.out_dir.editingFinished.connect(lambda: settings.set_output_folder(self.out_dir.text().strip()))
+        self.out_dir.textChanged.connect(lambda _t: self.out_dir_changed.emit(self.chosen_out_dir()))
         browse = QPushButton(icon("folder"), "Choose…")
         browse.clicked.connect(self._browse)
         out.addWidget(self.out_dir, 1)
@@ -112,11 +127,22 @@ class QuantizeView(QWidget):
         start_row.addWidget(self.status, 1)
         layout.addLayout(start_row)
         layout.addWidget(heading("Jobs"))
-        self.queue = JobQueue()
-        layout.addWidget(self.queue, 1)
+        self.job_list = JobList()
+        layout.addWidget(self.job_list, 1)
 
     def _start_clicked(self) -> None:
-        self.start_requested.emit()
+        self.request_start()
+
+    def request_start(self) -> None:
+        self.start_requested.emit(self.choice())
+
+    def chosen_out_dir(self) -> Path:
+        return Path(self.out_dir.text().strip() or settings.output_folder()).expanduser()
+
+    def choice(self) -> QuantizeChoice:
+        return QuantizeChoice(targets=self.targets(), out_dir=self.chosen_out_dir(),
+                              threads=self.threads.value() or None, device=self.device.currentText(),
+                              options=self.options())
 
     def _box(self, fid: str) -> QCheckBox:
         fmt = FORMATS[fid]

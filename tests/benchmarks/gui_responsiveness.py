@@ -94,14 +94,14 @@ def main() -> int:
     window.tabs.setCurrentWidget(window.quantize)
     began = time.monotonic()
     window.quantize.start.click()
-    queue = window.quantize.queue
-    beat.label = lambda: queue.rows[-1].step.text() if queue.rows else ""
+    queue, rows = window.queue, window.quantize.job_list.rows
+    beat.label = lambda: rows[-1].step.text() if rows else ""
     busy = beat.run(lambda: not queue.busy)
     worst = sorted(range(len(busy)), key=lambda i: -busy[i])[:5]
     for i in worst:
         print(f"stall {busy[i]:.1f} ms at {beat.ticks[i] - beat.ticks[0]:.2f} s, job step: {beat.labels[i + 1]!r}")
     job_s = time.monotonic() - began
-    row = queue.rows[-1]
+    row = rows[-1]
     if row.state.text() != "done":
         raise SystemExit(f"the job did not finish: {row.state.text()}: {row.step.text()}")
     window.close()

@@ -12,7 +12,7 @@ import pytest
 
 from engine.errors import JobCancelled
 from engine.jobs import CancelToken
-from tests.fixtures.gguf import run_quantize
+from tests.fixtures.quantize import run_quantize
 
 pytestmark = pytest.mark.slow
 
@@ -91,17 +91,14 @@ def _cancel_when(predicate, source, targets, out):
     cancel = CancelToken()
     marks: dict[str, float] = {}
 
-    from engine.backends import QuantizeRequest
-    from engine.formats import parse_targets
-    from engine.quantize import quantize
+    def on_progress(event) -> None:
+        if "t" not in marks and predicate(event):
+            marks["t"] = time.monotonic()
+            marks["part_seen"] = any(p.name.endswith(".part") for p in out.iterdir())
+            cancel.cancel()
 
-    job = quantize(QuantizeRequest(source=source, targets=parse_targets(targets), out_dir=out), cancel)
     with pytest.raises(JobCancelled):
-        for event in job:
-            if "t" not in marks and predicate(event):
-                marks["t"] = time.monotonic()
-                marks["part_seen"] = any(p.name.endswith(".part") for p in out.iterdir())
-                cancel.cancel()
+        run_quantize(source, targets, out, cancel=cancel, on_progress=on_progress)
     assert "t" in marks, "the job ended before the cancel point"
     return time.monotonic() - marks["t"], marks["part_seen"]
 

@@ -12,13 +12,11 @@ from engine.backends import QuantizeRequest
 from engine.backends.gguf.plan import model_name_of, plan_job
 from engine.errors import QuantDeskError
 from engine.formats import parse_targets
-from engine.jobs import run_job
-from engine.quantize import quantize
+from tests.fixtures.quantize import run_quantize
 
 
 def _run(source, targets, out, **options):
-    request = QuantizeRequest(source=Path(source), targets=parse_targets(targets), out_dir=out, options=options)
-    return run_job(quantize(request))
+    return run_quantize(Path(source), targets, out, **options)
 
 
 def _copy(model: Path, dest: Path, skip: tuple[str, ...] = ()) -> Path:

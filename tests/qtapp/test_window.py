@@ -76,8 +76,7 @@ def test_open_quantize_q8_and_chat(qtbot, main_window, smollm2_dir, tmp_path):
     window.tabs.setCurrentWidget(window.quantize)
     window.quantize.preselect(["gguf:Q8_0"])
     window.quantize.start.click()
-    queue = window.quantize.queue
-    row = queue.rows[-1]
+    row = window.quantize.job_list.rows[-1]
     qtbot.waitUntil(lambda: row.state.text() in ("done", "failed", "cancelled"), timeout=180_000)
     assert row.state.text() == "done", row.step.text()
     out = tmp_path / "out" / f"{smollm2_dir.name}-Q8_0.gguf"
@@ -119,7 +118,7 @@ def _start_and_wait_for_tensors(qtbot, window, source: Path, target: str):
     _open(qtbot, window, source)
     window.quantize.preselect([target])
     window.quantize.start.click()
-    row = window.quantize.queue.rows[-1]
+    row = window.quantize.job_list.rows[-1]
     # Wait until the child is converting tensors: the heavy part is running.
     qtbot.waitUntil(lambda: "tensor" in row.step.text(), timeout=120_000)
     return row
@@ -129,7 +128,7 @@ def test_cancel_leaves_nothing(qtbot, main_window, smollm2_dir, tmp_path):
     window = main_window
     row = _start_and_wait_for_tensors(qtbot, window, smollm2_dir, "gguf:Q4_K_M")
     row.cancel_btn.click()
-    qtbot.waitUntil(lambda: not window.quantize.queue.busy, timeout=30_000)
+    qtbot.waitUntil(lambda: not window.queue.busy, timeout=30_000)
     assert row.state.text() == "cancelled"
     out = tmp_path / "out"
     assert not out.exists() or list(out.iterdir()) == []
@@ -141,10 +140,10 @@ def test_closing_during_a_job_asks_then_cancels(qtbot, main_window, smollm2_dir,
     asked = []
     window.confirm_quit = lambda: asked.append(True) or False
     window.close()
-    assert asked and window.isVisible() and window.quantize.queue.busy  # "No" keeps it running
+    assert asked and window.isVisible() and window.queue.busy  # "No" keeps it running
     window.confirm_quit = lambda: asked.append(True) or True
     window.close()
-    assert len(asked) == 2 and not window.quantize.queue.busy
+    assert len(asked) == 2 and not window.queue.busy
     assert row.state.text() == "cancelled"
     out = tmp_path / "out"
     assert not out.exists() or list(out.iterdir()) == []
@@ -162,7 +161,7 @@ def test_evaluate_fills_results_and_chart(qtbot, main_window, tiny_nochat_gguf, 
     qtbot.waitUntil(lambda: len(results.rows) == 1, timeout=30_000)
     results.table.selectRow(0)
     results.eval_btn.click()
-    row = window.quantize.queue.rows[-1]
+    row = window.quantize.job_list.rows[-1]
     qtbot.waitUntil(lambda: row.state.text() in ("done", "failed", "cancelled"), timeout=120_000)
     assert row.state.text() == "done", row.step.text()
     qtbot.waitUntil(lambda: results.rows and results.rows[0].get("ppl") is not None, timeout=30_000)
