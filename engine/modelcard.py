@@ -236,3 +236,29 @@ def _model_name(source: Path | str | None, artifacts: list[Artifact]) -> str:
 
         return model_name(Path(source))
     return Path(artifacts[0].path).stem if artifacts else "Model"
+
+
+# generation_config.json key -> (Ollama parameter, lowest, highest): the source's sampling defaults
+_SAMPLING = {"temperature": ("temperature", 0.0, 5.0), "top_p": ("top_p", 0.0, 1.0), "top_k": ("top_k", 0, 1000),
+             "min_p": ("min_p", 0.0, 1.0), "repetition_penalty": ("repeat_penalty", 0.5, 3.0)}
+
+
+def modelfile_parameters(generation_config: dict | None) -> list[str]:
+    """``PARAMETER`` lines carrying the source's sampling defaults (temperature, top_p, top_k, min_p, repeat).
+
+    Only numbers in a sane range are taken (the file is untrusted); a source that
+    decodes greedily (``do_sample: false``) gets temperature 0, as Ollama spells it.
+    """
+    if not isinstance(generation_config, dict):
+        return []
+    lines = []
+    for key, (name, low, high) in _SAMPLING.items():
+        value = generation_config.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            continue
+        if key == "temperature" and generation_config.get("do_sample") is False:
+            continue
+        lines.append(f"PARAMETER {name} {int(value) if name == 'top_k' else round(float(value), 4)}")
+    if generation_config.get("do_sample") is False:
+        lines.insert(0, "PARAMETER temperature 0")
+    return lines
