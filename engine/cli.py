@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from engine import __version__
 from engine.errors import JobCancelled, QuantDeskError
 
-COMMANDS = ("demo", "doctor", "inspect", "recommend", "quantize", "list", "chat", "eval", "compare")
+COMMANDS = ("demo", "doctor", "inspect", "recommend", "quantize", "list", "chat", "eval", "compare", "get",
+            "export")
 
 Registrar = Callable[[argparse._SubParsersAction], None]
 
