@@ -12,7 +12,8 @@ reader walks the header with ``struct`` over a memory map, keeps scalars and
 short arrays, and records long arrays by their length only. It imports
 nothing heavier than the standard library.
 
-Public API: ``read_gguf_header(path) -> GgufHeader``.
+Public API: ``read_gguf_header(path) -> GgufHeader``; a damaged file raises ``DamagedGguf``
+(a QuantDeskError whose ``reason`` says where).
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ GGML_BLOCKS: dict[int, tuple[int, int]] = {
 
 class _Damaged(Exception):
     """The header breaks the format or a cap; the text says where."""
+
+
+class DamagedGguf(QuantDeskError):
+    """A GGUF file that is cut short or malformed; ``reason`` says where, in a few words."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -230,8 +239,8 @@ def parse_gguf_header(buf: mmap.mmap | bytes, file_size: int, path: Path) -> Ggu
         raise _damaged(path, "its header cannot be read") from None
 
 
-def _damaged(path: Path, why: str) -> QuantDeskError:
-    return QuantDeskError(f"{path.name} is a damaged or truncated GGUF file ({why}); download or quantize it again.")
+def _damaged(path: Path, why: str) -> DamagedGguf:
+    return DamagedGguf(f"{path.name} is a damaged or truncated GGUF file ({why}); download or quantize it again.", why)
 
 
 def _parse(cur: _Cursor, file_size: int, path: Path) -> GgufHeader:
