@@ -215,3 +215,23 @@ def test_unknown_tensor_type_is_allowed_while_its_start_is_inside(tmp_path):
 def test_copy_of_a_real_gguf_is_read_from_any_folder(tmp_path, tiny_gguf):
     copy = shutil.copy(tiny_gguf, tmp_path / "copy.gguf")
     assert read_gguf_header(copy).parameters == read_gguf_header(tiny_gguf).parameters
+
+
+def test_verify_reads_back_through_the_one_reader(tmp_path):
+    from engine.backends.gguf.verify import verify_gguf
+    from engine.demo import smollm2_gguf_path
+
+    src = smollm2_gguf_path()
+    header = read_gguf_header(src)
+    assert verify_gguf(src, file_type=3, tensor_count=len(header.tensors), label="Q4_1") == header.parameters
+    cut = _copy_head(src, tmp_path / "cut.gguf", src.stat().st_size - 4096)
+    with pytest.raises(QuantDeskError, match=r"^The Q4_1 file came out damaged \(the tensor '[^']+' runs past the end "
+                                             r"of the file\); nothing was kept, try again\.$"):
+        verify_gguf(cut, file_type=3, tensor_count=len(header.tensors), label="Q4_1")
+
+
+def test_verify_no_longer_subclasses_ggufs_reader():
+    import engine.backends.gguf.verify as verify
+
+    source = Path(verify.__file__).read_text()
+    assert "_get_field_parts" not in source and "GGUFReader" not in source
