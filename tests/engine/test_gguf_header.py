@@ -86,17 +86,20 @@ def test_truncated_real_gguf_is_damaged_in_one_sentence(tmp_path):
         assert str(err.value).endswith("; download or quantize it again.") and "\n" not in str(err.value)
 
 
-def test_inspect_cli_reports_a_truncated_gguf_as_damaged(tmp_path):
+@pytest.mark.parametrize("command", ["inspect", "quantize"])
+def test_cli_reports_a_truncated_gguf_as_damaged(tmp_path, command):
     from engine.demo import smollm2_gguf_path
 
     src = smollm2_gguf_path()
     cut = _copy_head(src, tmp_path / "half.gguf", src.stat().st_size // 2)
-    out = subprocess.run([sys.executable, "-m", "engine", "inspect", str(cut)], capture_output=True, text=True,
+    extra = ["--to", "Q4_K_M", "--out", str(tmp_path / "out")] if command == "quantize" else []
+    out = subprocess.run([sys.executable, "-m", "engine", command, str(cut), *extra], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
-    assert out.returncode != 0
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "damaged or truncated GGUF" in lines[0] and "Traceback" not in out.stderr
-    assert "runs past the end of the file" in lines[0]
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert [line for line in out.stderr.splitlines() if line.strip()] == [
+        "quantdesk: error: half.gguf is a damaged or truncated GGUF file (the tensor 'blk.15.attn_output.weight' runs "
+        "past the end of the file); download or quantize it again."]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 # --------------------------------------------------------------------------- crafted headers
