@@ -253,6 +253,8 @@ def _parse(cur: _Cursor, file_size: int, path: Path) -> GgufHeader:
     if version not in (2, 3):
         if version & 0xFFFF == 0 and version >> 16:
             raise QuantDeskError(f"{path.name} is a big-endian GGUF file; use the little-endian download.")
+        if version == 0:
+            raise _Damaged("its version is 0")
         raise QuantDeskError(f"{path.name} is GGUF version {version}, newer than QuantDesk reads; update QuantDesk.")
     n_tensors, n_kv = cur.u64(), cur.u64()
     if n_kv > MAX_KV:

@@ -182,7 +182,8 @@ def test_tensor_offset_past_the_end(tmp_path):
 
 @pytest.mark.parametrize(
     ("version", "why"),
-    [(1, "version 1"), (4, "version 4, newer"), (0x03000000, "big-endian")],
+    [(0, r"damaged or truncated GGUF file \(its version is 0\)"), (1, "version 1"), (4, "version 4, newer"),
+     (0x03000000, "big-endian")],
 )
 def test_versions(tmp_path, version, why):
     data = bytearray(sample_gguf())
