@@ -134,3 +134,12 @@ def test_deeply_nested_json_header_is_one_sentence():
         assert "not a valid safetensors file" in str(err)
     else:
         raise AssertionError("a 200,000-deep header was accepted")
+
+
+def test_fuzz_a_header_written_by_gguf_py(tiny_gguf):
+    """The same mutations over a real writer's output (gguf.GGUFWriter), tensor data included."""
+    seed_data = tiny_gguf.read_bytes()
+    assert parse_gguf_header(seed_data, len(seed_data), tiny_gguf).tensors  # the seed itself is whole
+    stats = _fuzz(seed_data, lambda d: parse_gguf_header(d, len(d), Path("fuzz.gguf")), 1000)
+    assert stats["total_s"] < 60 and stats["worst_s"] < 2.0, stats
+    assert stats["peak_bytes"] < 64 * 1024**2, stats
