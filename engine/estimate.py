@@ -3,6 +3,8 @@
 Public API:
 
 - ``context_for(model, ctx=None) -> int``: 4096 by default, never more than the model's own
+- ``check_context(model, n_ctx, free_bytes) -> int``: refuses, in one sentence naming the largest
+  context that fits, a context above the model's own or beyond the free memory
 - ``weights_bytes(model, fmt) -> int``: the file (or folder) size in that format
 - ``kv_cache_bytes(model, n_ctx) -> int``
 - ``overhead_bytes(model, fmt, n_ctx, device) -> int``: runtime buffers beyond weights and KV cache
@@ -30,6 +32,7 @@ Deliberate simplifications (estimates, good to a few percent on Llama-style mode
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from engine.errors import QuantDeskError
@@ -77,10 +80,65 @@ class Estimate:
 
 def context_for(model: ModelInfo, ctx: int | None = None) -> int:
     """The context to plan for: ``ctx`` or 4096, never above what the model was trained for."""
-    if ctx is not None and ctx < 1:
-        raise QuantDeskError(f"The context must be at least 1 token (got {ctx}); try --ctx 4096.")
+    if ctx is not None:
+        _at_least_one(ctx)
     wanted = ctx if ctx is not None else DEFAULT_CONTEXT
     return min(wanted, model.context_length) if model.context_length else wanted
+
+
+def _at_least_one(ctx: int) -> None:
+    if ctx < 1:
+        raise QuantDeskError(f"The context must be at least 1 token (got {ctx}); try --ctx 4096.")
+
+
+def runtime_bytes(model: ModelInfo, n_ctx: int, *, logits_tokens: int = 1) -> int:
+    """What llama.cpp allocates for a context: the KV cache, one micro-batch's compute buffer, the logits."""
+    hidden = model.hidden_size or 0
+    inter = model.intermediate_size or 4 * hidden
+    ub = min(LLAMA_UBATCH, n_ctx)
+    compute = ub * 4 * (4 * hidden + inter + (model.attention_heads or 0) * n_ctx)
+    return kv_cache_bytes(model, n_ctx) + compute + 4 * (model.vocab_size or 0) * max(1, logits_tokens)
+
+
+def check_context(
+    model: ModelInfo, n_ctx: int, free_bytes: int | None, *, resident_bytes: int = 0, all_logits: bool = False,
+    option: str = "--ctx",
+) -> int:
+    """``n_ctx`` when the model supports it and what it allocates fits ``free_bytes``; else one sentence.
+
+    Runs before llama.cpp (or transformers) allocates anything: the model's own
+    maximum, then the KV cache, compute buffer and logits (``all_logits``: one row per
+    token, as perplexity needs) plus ``resident_bytes`` (weights that must be loaded)
+    against the free memory. The sentence names the largest context that fits.
+    """
+    _at_least_one(n_ctx)
+
+    def need(n: int) -> int:
+        return resident_bytes + runtime_bytes(model, n, logits_tokens=n if all_logits else 1)
+
+    top = model.context_length or n_ctx
+    largest = min(n_ctx, top)
+    if free_bytes is not None and need(largest) > free_bytes:
+        lo, hi = 0, largest  # need() grows with n: find the largest n with need(n) <= free_bytes
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if need(mid) <= free_bytes else (lo, mid - 1)
+        largest = lo
+    name = Path(model.path).name
+    if model.context_length and n_ctx > model.context_length:
+        fits = f"; {largest} is the largest that fits this machine's free memory" if largest < top else ""
+        raise QuantDeskError(f"{name} supports a context of at most {top} tokens{fits}; "
+                             f"use {option} {largest} or less.")
+    if largest < n_ctx:
+        gib = need(n_ctx) / 1024**3
+        if largest < 1:
+            raise QuantDeskError(f"{name} needs {gib:.1f} GiB at a context of {n_ctx} tokens and this machine has "
+                                 "too little free memory for even one token; close other programs first.")
+        raise QuantDeskError(
+            f"A context of {n_ctx} tokens needs about {gib:.1f} GiB for {name}, more than the "
+            f"{free_bytes / 1024**3:.1f} GiB free; use {option} {largest} or less (the largest that fits)."
+        )
+    return n_ctx
 
 
 def _embedding_params(model: ModelInfo) -> int:

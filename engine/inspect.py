@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import QuantDeskError
+from engine.peek import open_regular, read_head, refuse_special
 
 GGUF_MAGIC = b"GGUF"
-_MAX_HEADER = 512 * 1024**2  # a safetensors header bigger than this is corrupt
+_MAX_HEADER = 100_000_000  # the safetensors library refuses longer headers too
 
 # safetensors dtype -> (short name, bytes per element)
 _ST_DTYPES: dict[str, tuple[str, float]] = {
@@ -96,34 +98,73 @@ class ModelInfo:
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of a .safetensors file; QuantDeskError when it is cut short or not safetensors."""
+    """The JSON header of a .safetensors file, checked against the file; QuantDeskError when it is damaged.
+
+    The header is untrusted: its length is capped (as the safetensors library does), its JSON
+    must be the flat shape safetensors writes (so nesting is bounded), and every tensor's
+    offsets must lie inside the file.
+    """
     try:
-        size = path.stat().st_size
-        with path.open("rb") as fh:
+        with open_regular(path) as fh:
+            size = fh.seek(0, 2)
+            fh.seek(0)
             head = fh.read(8)
             if len(head) < 8:
                 raise QuantDeskError(f"{path} is truncated (no safetensors header); download it again.")
             (length,) = struct.unpack("<Q", head)
-            if length > min(size - 8, _MAX_HEADER):
+            if length > _MAX_HEADER:
+                raise QuantDeskError(f"{path} is not a valid safetensors file (its header claims {length} bytes); "
+                                     "download it again.")
+            if length > size - 8:
                 raise QuantDeskError(
                     f"{path} has a truncated safetensors header (the download is incomplete?); download it again."
                 )
             raw = fh.read(length)
     except OSError as err:
         raise QuantDeskError(f"Cannot read {path}: {err.strerror or err}.") from None
+    return check_safetensors_header(raw, size - 8 - length, path)
+
+
+def check_safetensors_header(raw: bytes, data_size: int, path: Path) -> dict[str, Any]:
+    """Parse and check a safetensors JSON header whose data section holds ``data_size`` bytes."""
+    invalid = QuantDeskError(f"{path} is not a valid safetensors file (its header is damaged); download it again.")
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise QuantDeskError(f"{path} is not a valid safetensors file (its header is not JSON); download it again.") from None
     if not isinstance(header, dict):
-        raise QuantDeskError(f"{path} is not a valid safetensors file; download it again.")
-    data_end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"
-                    and isinstance(t, dict) and "data_offsets" in t), default=0)
-    if 8 + length + data_end > size:
-        raise QuantDeskError(
-            f"{path} is shorter than its header says (the download is incomplete?); download it again."
-        )
+        raise invalid
+    for name, tensor in header.items():
+        if name == "__metadata__":
+            if not isinstance(tensor, dict) or not all(isinstance(v, str) for v in tensor.values()):
+                raise invalid
+            continue
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("dtype"), str):
+            raise invalid
+        shape, offsets = tensor.get("shape"), tensor.get("data_offsets")
+        if not _ints(shape, None) or not _ints(offsets, 2):
+            raise invalid
+        start, end = offsets
+        if start > end:
+            raise invalid
+        if end > data_size:
+            raise QuantDeskError(
+                f"{path} is shorter than its header says (the download is incomplete?); download it again."
+            )
+        width = _ST_DTYPES.get(tensor["dtype"], ("", 0))[1]
+        if width >= 1:
+            numel = 1
+            for dim in shape:
+                numel *= dim
+            if numel * width != end - start:
+                raise invalid
     return header
+
+
+def _ints(value: Any, length: int | None) -> bool:
+    """A JSON list of non-negative integers (of ``length`` items when given, at most 8 otherwise)."""
+    return (isinstance(value, list) and (len(value) == length if length is not None else len(value) <= 8)
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63 for v in value))
 
 
 def _safetensors_files(folder: Path) -> list[Path]:
@@ -492,7 +533,7 @@ def _inspect_gguf(path: Path) -> ModelInfo:
     return ModelInfo(
         kind="gguf", path=str(path), architecture=arch, model_type=arch,
         parameters=sum(t.n_elements for t in header.tensors), parameters_estimated=False, dtype=ftype_name,
-        bytes_on_disk=path.stat().st_size, context_length=arch_int("context_length"), layers=layers,
+        bytes_on_disk=header.file_size, context_length=arch_int("context_length"), layers=layers,
         hidden_size=hidden, intermediate_size=arch_int("feed_forward_length"), vocab_size=vocab,
         attention_heads=heads, kv_heads=kv, head_dim=head_dim, sliding_window=window,
         sliding_window_layers=sliding_layers, experts=arch_int("expert_count"),
@@ -509,15 +550,16 @@ def _inspect_gguf(path: Path) -> ModelInfo:
 def inspect_model(path: str | Path) -> ModelInfo:
     """Inspect a model folder, config.json, .safetensors (its folder) or .gguf without loading weights."""
     p = Path(path).expanduser()
-    if not p.exists():
-        raise QuantDeskError(f"{path} does not exist; check the path.")
-    if p.is_dir():
-        return _inspect_folder(p)
     try:
-        with p.open("rb") as fh:
-            magic = fh.read(4)
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise QuantDeskError(f"{path} does not exist; check the path.") from None
     except OSError as err:
         raise QuantDeskError(f"Cannot read {path}: {err.strerror or err}.") from None
+    if stat.S_ISDIR(mode):
+        return _inspect_folder(p)
+    refuse_special(p, mode)
+    magic = read_head(p, 4)
     if magic == GGUF_MAGIC or p.suffix.lower() == ".gguf":
         return _inspect_gguf(p)
     if p.suffix.lower() == ".safetensors" or p.name == "model.safetensors.index.json":

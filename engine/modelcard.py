@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from engine.artifacts import Artifact, list_artifacts
+from engine.errors import QuantDeskError
 from engine.formats import FORMATS
 from engine.units import format_bytes
 
@@ -126,11 +127,11 @@ def read_chat_template(source: Path) -> str | None:
                         return value
             return None
         if source.is_file() and source.suffix.lower() == ".gguf":
-            from engine.backends.gguf.verify import open_gguf_header
+            from engine.gguf_header import read_gguf_header
 
-            field = open_gguf_header(source).get_field("tokenizer.chat_template")
-            return str(field.contents()) if field is not None else None
-    except (OSError, ValueError, AttributeError):
+            template = read_gguf_header(source).fields.get("tokenizer.chat_template")
+            return template if isinstance(template, str) else None
+    except (OSError, ValueError, AttributeError, QuantDeskError):
         return None
     return None
 

@@ -18,8 +18,10 @@ def model_kind(path: Path) -> str:
         ggufs = sorted(path.glob("*.gguf"))
         hint = f" (it holds {ggufs[0].name}: point at that file)" if ggufs else ""
         raise QuantDeskError(f"{path} is not a Hugging Face model folder: it has no config.json{hint}.")
-    if path.is_file():
-        if path.suffix.lower() == ".gguf" or path.read_bytes()[:4] == b"GGUF":
+    if path.exists():
+        from engine.peek import read_head
+
+        if path.suffix.lower() == ".gguf" or read_head(path, 4) == b"GGUF":
             return "gguf"
         raise QuantDeskError(f"{path.name} is neither a .gguf file nor a model folder; choose one of those.")
     raise QuantDeskError(f"{path} does not exist; check the path.")

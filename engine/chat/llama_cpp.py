@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.chat.base import Chat, Sampling
+from engine.chat.context import check_model_context
+from engine.chat.template import TemplateRenderer
 from engine.errors import QuantDeskError
 from engine.jobs import cpu_threads
 
@@ -18,7 +20,7 @@ def check_gguf(path: Path) -> None:
     """Refuse a missing, truncated or foreign file with one clear sentence before llama.cpp sees it."""
     from engine.gguf_header import read_gguf_header
 
-    if not path.is_file():
+    if not path.exists():
         raise QuantDeskError(f"{path} does not exist; check the path.")
     header = read_gguf_header(path)
     if not header.tensors or header.version < 2:
@@ -60,7 +62,8 @@ class LlamaCppChat(Chat):
         self._llm: Any = None
         self._ctx = 0
         self._template: str | None = None
-        self._formatter: Any = None
+        self._renderer: TemplateRenderer | None = None
+        self._eos_text = ""
         self._add_bos = False
         self._bos_text = ""
 
@@ -89,18 +92,16 @@ class LlamaCppChat(Chat):
         check_gguf(self.path)
         _, _, ctx_train = gguf_layout(self.path)
         n_ctx = self.requested_ctx or (min(ctx_train, DEFAULT_CTX) if ctx_train else DEFAULT_CTX)
+        check_model_context(self.path, n_ctx, self.device)  # before llama.cpp allocates the cache
         self.gpu_layers = self._plan(n_ctx)
         llm = open_llama(self.path, n_ctx=n_ctx, threads=self.threads, gpu_layers=self.gpu_layers)
         template = llm.metadata.get("tokenizer.chat_template") or None
         vocab = llm._model.vocab
         self._add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         if template:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            bos = _piece(llm, llm.token_bos())
-            eos = _piece(llm, llm.token_eos())
-            self._bos_text = bos
-            self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+            self._bos_text = _piece(llm, llm.token_bos())
+            self._eos_text = _piece(llm, llm.token_eos())
+            self._renderer = TemplateRenderer(template)
         self._template = template
         # llama.cpp may round its context up; Llama's own buffers keep the size asked for.
         self._ctx = min(n_ctx, int(llm.n_ctx()))
@@ -108,6 +109,9 @@ class LlamaCppChat(Chat):
 
     def _free(self) -> None:
         llm, self._llm = self._llm, None
+        renderer, self._renderer = self._renderer, None
+        if renderer is not None:
+            renderer.close()
         if llm is not None:
             llm.close()
 
@@ -122,10 +126,9 @@ class LlamaCppChat(Chat):
         return self._template is not None
 
     def _template_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        try:
-            prompt = self._formatter(messages=messages).prompt
-        except Exception as err:  # noqa: BLE001 - a template error is the model's, say so
-            raise QuantDeskError(f"The model's chat template failed ({err}); try without a system prompt.") from None
+        assert self._renderer is not None
+        prompt = self._renderer.render({"messages": messages, "bos_token": self._bos_text,
+                                        "eos_token": self._eos_text, "add_generation_prompt": True})
         add_bos = self._add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
         return self._llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 

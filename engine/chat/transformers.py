@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.chat.base import Chat, Sampling
+from engine.chat.context import check_model_context
+from engine.chat.template import TemplateRenderer
 from engine.errors import QuantDeskError
 
 DEFAULT_CTX = 4096
@@ -64,15 +66,25 @@ class TransformersChat(Chat):
         self._model: Any = None
         self._tok: Any = None
         self._ctx = 0
+        self._renderer: TemplateRenderer | None = None
 
     def _load(self) -> None:
+        if self.requested_ctx:
+            check_model_context(self.path, self.requested_ctx, self.device)
         model, tok = load_hf_model(self.path, self.device, threads=self.threads)
         limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_CTX
         self._ctx = int(self.requested_ctx or min(limit, DEFAULT_CTX))
         self._model, self._tok = model, tok
+        template = getattr(tok, "chat_template", None)
+        if isinstance(template, dict):  # named templates: the default one
+            template = template.get("default")
+        self._renderer = TemplateRenderer(template) if isinstance(template, str) and template else None
 
     def _free(self) -> None:
         self._model = self._tok = None
+        renderer, self._renderer = self._renderer, None
+        if renderer is not None:
+            renderer.close()
         import gc
 
         gc.collect()
@@ -87,16 +99,14 @@ class TransformersChat(Chat):
 
     @property
     def has_template(self) -> bool:
-        return bool(self._tok is not None and getattr(self._tok, "chat_template", None))
+        return self._renderer is not None
 
     def _template_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        try:
-            ids = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        except Exception as err:  # noqa: BLE001
-            raise QuantDeskError(f"The model's chat template failed ({err}); try without a system prompt.") from None
-        if isinstance(ids, dict) or hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return [int(t) for t in ids]
+        # As transformers' apply_chat_template does: the special tokens by name, then no extra BOS.
+        assert self._renderer is not None
+        specials = {k: v for k, v in self._tok.special_tokens_map.items() if isinstance(v, (str, list))}
+        text = self._renderer.render({**specials, "messages": messages, "add_generation_prompt": True})
+        return [int(t) for t in self._tok(text, add_special_tokens=False)["input_ids"]]
 
     def _text_tokens(self, text: str) -> list[int]:
         return [int(t) for t in self._tok(text)["input_ids"]]

@@ -28,10 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from engine.chat.context import check_model_context
     from engine.evaluate.run import JSON_KEYS, EvalRequest, evaluate
     from engine.evaluate.texts import read_text
     from engine.jobs import run_job
 
+    for path in (args.model, args.base):  # before anything is loaded or allocated
+        if path:
+            check_model_context(Path(path), args.ctx, args.device, all_logits=True)
     text = read_text(args.text)
     request = EvalRequest(
         model=Path(args.model).expanduser(),
