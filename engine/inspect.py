@@ -46,6 +46,9 @@ _PLAIN_MLP = {"gpt2", "gpt_neox", "gptj", "opt", "bloom", "falcon", "phi", "star
               "gpt_bigcode", "codegen", "mpt", "bert", "roberta"}
 _LAYERNORM_BIAS = {"stablelm"}  # gated MLP, but LayerNorms with a bias
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+_MAX_CONFIG = 16 * 1024**2  # the largest real config.json is a few hundred kB
+_MAX_INDEX = 64 * 1024**2  # a weight map of a few hundred thousand tensors
+_MAX_DIM = 2**31  # no real size, layer count or vocabulary is larger
 
 
 @dataclass
@@ -170,11 +173,7 @@ def _ints(value: Any, length: int | None) -> bool:
 def _safetensors_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        except (OSError, json.JSONDecodeError, AttributeError):
-            raise QuantDeskError(f"{index} is not valid JSON; download it again.") from None
-        files = sorted({folder / name for name in weight_map.values()})
+        files = sorted({folder / name for name in _index_shards(index)})
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise QuantDeskError(
@@ -182,6 +181,23 @@ def _safetensors_files(folder: Path) -> list[Path]:
             )
         return files
     return sorted(folder.glob("*.safetensors"))
+
+
+def _index_shards(index: Path) -> set[str]:
+    """The shard file names a model.safetensors.index.json names, each a plain name inside its folder."""
+    data = _read_json(index, _MAX_INDEX, "model.safetensors.index.json")
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise QuantDeskError(
+            f"{index} is damaged (no weight_map of tensor names to shard files); download it again."
+        )
+    names = set(weight_map.values())
+    for name in names:
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise QuantDeskError(
+                f"{index} names a shard outside its folder ({name[:80]!r}); download the index again."
+            )
+    return names
 
 
 def safetensors_tensors(path: Path) -> list[tuple[str, str, int, int]]:
@@ -253,23 +269,26 @@ def _dims(config: dict[str, Any]) -> _Dims:
     layers = _first(cfg, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
     heads = _first(cfg, "num_attention_heads", "n_head", "num_heads", "n_heads")
     vocab = _first(cfg, "vocab_size", "padded_vocab_size")
-    if not all(isinstance(v, int) and v > 0 for v in (hidden, layers, heads, vocab)):
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (hidden, layers, heads, vocab)):
         raise QuantDeskError(
             "config.json lacks the model's sizes (hidden_size, num_hidden_layers, num_attention_heads, "
             "vocab_size); is it a language model's config?"
         )
-    kv = _first(cfg, "num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num") or heads
+    for key, value in (("hidden_size", hidden), ("num_hidden_layers", layers), ("num_attention_heads", heads),
+                       ("vocab_size", vocab)):
+        _check_size(key, value)
+    kv = _size(cfg, "num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num") or heads
     if cfg.get("multi_query") and not cfg.get("num_kv_heads"):
         kv = 1
-    head_dim = _first(cfg, "head_dim") or hidden // heads
+    head_dim = _size(cfg, "head_dim") or hidden // heads
     model_type = str(cfg.get("model_type") or "")
     gated = model_type not in _PLAIN_MLP
-    inter = _first(cfg, "intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim") or 4 * hidden
-    experts = _first(cfg, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
-    expert_inter = _first(cfg, "moe_intermediate_size", "expert_intermediate_size") or inter
-    shared = _first(cfg, "shared_expert_intermediate_size") or 0
+    inter = _size(cfg, "intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim") or 4 * hidden
+    experts = _size(cfg, "num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+    expert_inter = _size(cfg, "moe_intermediate_size", "expert_intermediate_size") or inter
+    shared = _size(cfg, "shared_expert_intermediate_size") or 0
     if not shared and cfg.get("n_shared_experts"):
-        shared = int(cfg["n_shared_experts"]) * expert_inter
+        shared = (_size(cfg, "n_shared_experts") or 0) * expert_inter
     tied = cfg.get("tie_word_embeddings")
     if tied is None:
         tied = model_type in {"gpt2", "gemma", "gemma2", "gemma3", "gemma3_text", "bloom", "opt"}
@@ -277,12 +296,40 @@ def _dims(config: dict[str, Any]) -> _Dims:
         vocab=int(vocab), hidden=int(hidden), layers=int(layers), heads=int(heads), kv_heads=int(kv),
         head_dim=int(head_dim), intermediate=int(inter), tied=bool(tied),
         experts=int(experts) if experts else None,
-        experts_per_token=_first(cfg, "num_experts_per_tok", "moe_top_k", "num_experts_per_token"),
+        experts_per_token=_size(cfg, "num_experts_per_tok", "moe_top_k", "num_experts_per_token"),
         expert_intermediate=int(expert_inter), shared_expert_intermediate=int(shared),
-        context=_first(cfg, "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length",
-                       "max_seq_len", "n_ctx"),
+        context=_size(cfg, "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length",
+                      "max_seq_len", "n_ctx"),
         gated=gated, model_type=model_type,
     )
+
+
+def _check_size(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < _MAX_DIM:
+        shown = json.dumps(value)[:40] if isinstance(value, (int, float, str, bool)) else type(value).__name__
+        raise _Malformed(f"{key} is {shown}, not a size a model can have")
+    return value
+
+
+def _size(cfg: dict[str, Any], *keys: str) -> int | None:
+    """The first of ``keys`` that is set, as a checked whole number (a float like 4096.0 counts)."""
+    for key in keys:
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return _check_size(key, value)
+    return None
+
+
+class _Malformed(ValueError):
+    """A config.json value of the wrong type or size; becomes one sentence naming the file."""
+
+
+def _malformed(path: Path | str, err: Exception) -> QuantDeskError:
+    detail = str(err) if isinstance(err, _Malformed) else f"{type(err).__name__}: {err}"
+    return QuantDeskError(f"{path} has a malformed value ({detail[:200]}); download config.json again.")
 
 
 def _attention_params(d: _Dims, cfg: dict[str, Any]) -> int:
@@ -319,6 +366,13 @@ def estimate_parameters(config: dict[str, Any]) -> int:
     Mixtral, Phi, Phi-3, Granite (and MoE), StableLM, StarCoder2, GPT-NeoX, GPT-2,
     OLMo2 and DeepSeek-V2/V3 (SmolLM2 135M: 134,515,008); an estimate for the rest.
     """
+    try:
+        return _estimate(config)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as err:
+        raise _malformed("config.json", err) from None
+
+
+def _estimate(config: dict[str, Any]) -> int:
     d = _dims(config)
     cfg = _text_config(config)
     attn = _attention_params(d, cfg)
@@ -364,19 +418,40 @@ def _sliding(cfg: dict[str, Any], layers: int) -> tuple[int | None, int]:
     return window, layers
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, limit: int, what: str) -> Any:
+    """A small JSON file of a model, bounded in size and nesting; QuantDeskError with one sentence otherwise."""
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise QuantDeskError(f"{path} is not a regular file; point at the model's real {what}.")
+        if info.st_size > limit:
+            raise QuantDeskError(
+                f"{path} is {info.st_size:,} bytes, far larger than any {what}; download it again."
+            )
+        with path.open("rb") as fh:
+            raw = fh.read(limit + 1)
     except OSError as err:
         raise QuantDeskError(f"Cannot read {path}: {err.strerror or err}.") from None
-    except UnicodeDecodeError:
-        raise QuantDeskError(f"{path} is not JSON (not even text); download config.json again.") from None
+    if len(raw) > limit:
+        raise QuantDeskError(f"{path} is far larger than any {what}; download it again.")
     try:
-        config = json.loads(text)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise QuantDeskError(f"{path} is not JSON (not even text); download {what} again.") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise QuantDeskError(
-            f"{path} is not valid JSON (line {err.lineno}: {err.msg}); download config.json again."
+            f"{path} is not valid JSON (line {err.lineno}: {err.msg}); download {what} again."
         ) from None
+    except RecursionError:
+        raise QuantDeskError(f"{path} is nested far too deeply to be a real {what}; download it again.") from None
+    except ValueError as err:  # e.g. an integer with thousands of digits
+        raise QuantDeskError(f"{path} holds a value no {what} has ({err}); download it again.") from None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    config = _read_json(path, _MAX_CONFIG, "config.json")
     if not isinstance(config, dict):
         raise QuantDeskError(f"{path} is not a model config (expected a JSON object); download config.json again.")
     return config
@@ -404,19 +479,30 @@ def _tokenizer_facts(folder: Path) -> tuple[bool, bool]:
     tok_cfg = folder / "tokenizer_config.json"
     if not chat and tok_cfg.is_file():
         try:
-            chat = bool(json.loads(tok_cfg.read_text(encoding="utf-8")).get("chat_template"))
-        except (OSError, json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+            tok = _read_json(tok_cfg, _MAX_INDEX, "tokenizer_config.json")
+            chat = isinstance(tok, dict) and bool(tok.get("chat_template"))
+        except QuantDeskError:
             chat = False
     return has_tok, chat
 
 
 def _from_config(config: dict[str, Any], config_path: Path, kind: str) -> ModelInfo:
+    """The model as its config.json describes it; a value of the wrong type or size is one sentence."""
+    try:
+        return _describe_config(config, config_path, kind)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as err:
+        raise _malformed(config_path, err) from None
+
+
+def _describe_config(config: dict[str, Any], config_path: Path, kind: str) -> ModelInfo:
     from engine.gguf_converter import is_supported
 
     d = _dims(config)
     cfg = _text_config(config)
     archs = config.get("architectures") or []
-    arch = str(archs[0]) if archs else None
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise _Malformed("architectures is not a list of class names")
+    arch = archs[0] if archs else None
     window, sliding_layers = _sliding(cfg, d.layers)
     folder = config_path.parent
     has_tok, has_chat = _tokenizer_facts(folder)
@@ -426,7 +512,7 @@ def _from_config(config: dict[str, Any], config_path: Path, kind: str) -> ModelI
         convertible = False
     return ModelInfo(
         kind=kind, path=str(folder if kind == "hf" else config_path), architecture=arch,
-        model_type=d.model_type or None, parameters=estimate_parameters(config), parameters_estimated=True,
+        model_type=d.model_type or None, parameters=_estimate(config), parameters_estimated=True,
         dtype=_dtype_from_config(cfg), bytes_on_disk=0, context_length=int(d.context) if d.context else None,
         layers=d.layers, hidden_size=d.hidden, intermediate_size=d.intermediate, vocab_size=d.vocab,
         attention_heads=d.heads, kv_heads=d.kv_heads, head_dim=d.head_dim, sliding_window=window,
