@@ -11,15 +11,30 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from engine.errors import QuantDeskError
+
 SIDECAR_SUFFIX = ".quantdesk.json"
 SCHEMA_VERSION = 1
 _PART = ".part"
+_MAX_SIDECAR = 4 * 1024**2  # a real sidecar is a few kB
+# The sidecar's keys and the types a readable one carries (None allowed where listed).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "format": (str,), "source": (str,), "size_bytes": (int,), "options": (dict,), "versions": (dict,),
+    "created_at": (str,), "evaluation": (dict,), "source_name": (str, type(None)),
+    "source_params": (int, type(None)),
+}
+
+
+class SidecarDamaged(QuantDeskError):
+    """A sidecar that cannot be trusted: not JSON, wrong types, far too large, or not a file."""
 
 
 @dataclass
@@ -132,29 +147,77 @@ def write_sidecar(
 
 
 def read_sidecar(artifact: Path) -> Artifact | None:
-    """The artifact's record, or None when it has no readable sidecar."""
-    side = sidecar_path(artifact)
+    """The artifact's record, or None when it has no sidecar or a damaged one."""
     try:
-        data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return load_sidecar(artifact)
+    except SidecarDamaged:
+        return None
+
+
+def load_sidecar(artifact: Path) -> Artifact | None:
+    """The artifact's record; None when it has no sidecar; SidecarDamaged (one sentence) when it is unreadable."""
+    side = sidecar_path(artifact)
+    data = _read_bounded_json(side)
+    if data is None:
         return None
     if not isinstance(data, dict):
-        return None
+        raise _damaged(side, "not a JSON object")
     known = set(Artifact.__dataclass_fields__) - {"path", "tracked"}
     values = {k: v for k, v in data.items() if k in known}
+    for key, value in values.items():
+        kinds = _FIELD_TYPES.get(key, (object,))
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise _damaged(side, f"{key} is {type(value).__name__}")
+    if values.get("size_bytes", 0) < 0 or (values.get("source_params") or 0) < 0:
+        raise _damaged(side, "a negative size")
+    values["versions"] = {str(k): str(v) for k, v in values.get("versions", {}).items()}
     values.setdefault("format", "")
     values.setdefault("source", "")
-    values.setdefault("size_bytes", size_on_disk(artifact))
+    if "size_bytes" not in values:
+        values["size_bytes"] = size_on_disk(artifact)
     if not values.get("source_name") and values["source"]:
         values["source_name"] = Path(values["source"]).name
+    return Artifact(path=artifact, **values)
+
+
+def _read_bounded_json(side: Path) -> Any:
+    """The sidecar's JSON, None when there is none; never reads more than _MAX_SIDECAR bytes."""
     try:
-        return Artifact(path=artifact, **values)
-    except TypeError:
+        info = side.stat()
+    except FileNotFoundError:
         return None
+    except OSError as err:
+        raise _damaged(side, err.strerror or "unreadable") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _damaged(side, "not a regular file")
+    if info.st_size > _MAX_SIDECAR:
+        raise _damaged(side, f"{info.st_size:,} bytes")
+    try:
+        with side.open("rb") as fh:
+            raw = fh.read(_MAX_SIDECAR + 1)
+    except OSError as err:
+        raise _damaged(side, err.strerror or "unreadable") from None
+    if len(raw) > _MAX_SIDECAR:
+        raise _damaged(side, "far too large")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise _damaged(side, "not valid JSON") from None
+
+
+def _damaged(side: Path, why: str) -> SidecarDamaged:
+    return SidecarDamaged(
+        f"Skipped {side.name[: -len(SIDECAR_SUFFIX)]}: its sidecar {side.name} is damaged ({why}); delete the "
+        "sidecar (the model stays) or make the output again."
+    )
 
 
 def update_evaluation(artifact: Path, results: dict[str, Any]) -> Artifact:
-    """Merge evaluation results into an artifact's sidecar (creating a bare one if needed)."""
+    """Merge evaluation results into an artifact's sidecar.
+
+    A missing or damaged sidecar is replaced by a fresh one carrying what can be
+    read from the artifact itself, so the results are never lost to it.
+    """
     record = read_sidecar(artifact) or Artifact(
         path=artifact, format=guess_format(artifact), source="", size_bytes=size_on_disk(artifact)
     )
@@ -175,12 +238,15 @@ def describe(artifact: Path) -> Artifact | None:
                     size_bytes=size_on_disk(artifact), tracked=False)
 
 
-def list_artifacts(folder: Path, *, include_untracked: bool = False) -> list[Artifact]:
+def list_artifacts(
+    folder: Path, *, include_untracked: bool = False, warn: Callable[[str], None] | None = None
+) -> list[Artifact]:
     """Every artifact with a sidecar in ``folder`` whose artifact still exists, sorted by name.
 
     With ``include_untracked``, GGUF files and Hugging Face folders without a
     sidecar (downloaded, or made by another tool) are listed too, their source
-    unknown.
+    unknown. An artifact whose sidecar is damaged is skipped (listed as
+    untracked with ``include_untracked``), and ``warn`` hears one sentence about it.
     """
     found: dict[str, Artifact] = {}
     if not folder.is_dir():
@@ -188,7 +254,12 @@ def list_artifacts(folder: Path, *, include_untracked: bool = False) -> list[Art
     for side in sorted(folder.glob("*" + SIDECAR_SUFFIX)):
         artifact = side.with_name(side.name[: -len(SIDECAR_SUFFIX)])
         if artifact.exists() and not artifact.name.endswith(_PART):
-            record = read_sidecar(artifact)
+            try:
+                record = load_sidecar(artifact)
+            except SidecarDamaged as err:
+                if warn is not None:
+                    warn(str(err))
+                continue
             if record is not None:
                 found[artifact.name] = record
     if include_untracked:
@@ -239,12 +310,14 @@ def guess_format(path: Path) -> str:
 
     if path.is_dir():
         try:
-            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            config = _read_bounded_json(path / "config.json")
+        except SidecarDamaged:
             return ""
         quant = config.get("quantization_config") if isinstance(config, dict) else None
         if not quant:
-            return "hf:fp16"
+            return "hf:fp16" if isinstance(config, dict) else ""
+        if not isinstance(quant, dict):
+            return ""
         if quant.get("quant_method") == "bitsandbytes":
             if quant.get("load_in_8bit") or quant.get("_load_in_8bit"):
                 return "hf:bnb-int8"
@@ -259,9 +332,19 @@ def guess_format(path: Path) -> str:
 
 
 def _save(record: Artifact) -> None:
+    """Write the sidecar under a temporary name, then rename it over the old one: never half-written."""
+    from engine.fsutil import part_path, remove_quietly
+
     side = sidecar_path(record.path)
-    tmp = side.with_name(side.name + _PART)
+    tmp = part_path(side)
     data = record.to_dict()
     data.pop("tracked", None)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, side)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=2, sort_keys=True))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, side)
+    except BaseException:
+        remove_quietly(tmp)
+        raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,10 +21,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from engine.evaluate.compare import compare_rows, find_artifacts, format_table
+    from engine.terminal import one_line, printable
 
-    rows = compare_rows(find_artifacts(Path(args.target)))
+    def warn(message: str) -> None:
+        print(f"quantdesk: warning: {one_line(message)}", file=sys.stderr)
+
+    rows = compare_rows(find_artifacts(Path(args.target), warn=warn))
     if args.json:
         print(json.dumps([r.to_dict() for r in rows]))
     else:
-        print(format_table(rows))
+        print(printable(format_table(rows)))
     return 0

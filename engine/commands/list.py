@@ -4,16 +4,19 @@
 where each artifact carries the keys of its sidecar (``name``, ``path``,
 ``kind``, ``format``, ``source``, ``source_name``, ``source_params``,
 ``size_bytes``, ``options``, ``versions``, ``created_at``, ``evaluation``,
-``tracked``).
+``tracked``), plus ``warnings`` (one sentence per output skipped because
+its sidecar is damaged) when there are any.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from engine.errors import QuantDeskError
+from engine.terminal import one_line, printable
 
 # Evaluation results worth a column, with how to print them (keys written by `quantdesk eval`).
 _EVAL_COLUMNS = (("ppl", "PPL", "{:.3f}"), ("kld_mean", "KLD", "{:.4f}"), ("gen_tps", "TOK/S", "{:.1f}"))
@@ -41,16 +44,21 @@ def run(args: argparse.Namespace) -> int:
         raise QuantDeskError(f"{folder} does not exist; pass the folder you gave quantize as --out.")
     if not folder.is_dir():
         raise QuantDeskError(f"{folder} is a file; pass the folder that holds the outputs.")
-    artifacts = list_artifacts(folder, include_untracked=args.all)
+    warnings: list[str] = []
+    artifacts = list_artifacts(folder, include_untracked=args.all, warn=warnings.append)
+    for warning in warnings:
+        print(f"quantdesk: warning: {one_line(warning)}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"folder": str(folder.resolve()), "artifacts": [a.to_dict() for a in artifacts]},
-                         indent=2))
+        data = {"folder": str(folder.resolve()), "artifacts": [a.to_dict() for a in artifacts]}
+        if warnings:
+            data["warnings"] = warnings
+        print(json.dumps(data, indent=2))
         return 0
     if not artifacts:
         hint = "" if args.all else " (add --all to include files made elsewhere)"
-        print(f"No quantized models in {folder}{hint}.")
+        print(printable(f"No quantized models in {folder}{hint}."))
         return 0
-    print(_table(artifacts))
+    print(printable(_table(artifacts)))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,20 +45,30 @@ def _candidates(target: Path) -> list[Path]:
     return seen
 
 
-def find_artifacts(src_or_dir: Path) -> list[Artifact]:
-    """The artifacts of one source: those in a folder of outputs, or those whose sidecar names ``src``."""
+def find_artifacts(src_or_dir: Path, warn: Callable[[str], None] | None = None) -> list[Artifact]:
+    """The artifacts of one source: those in a folder of outputs, or those whose sidecar names ``src``.
+
+    An output whose sidecar is damaged is left out; ``warn`` hears one sentence for each.
+    """
     target = Path(src_or_dir).expanduser()
     if not target.exists():
         raise QuantDeskError(f"{target} does not exist; point at a source model or a folder of outputs.")
     found: dict[str, Artifact] = {}
-    direct = list_artifacts(target) if target.is_dir() else []
+    told: set[str] = set()
+
+    def tell(message: str) -> None:
+        if warn is not None and message not in told:
+            told.add(message)
+            warn(message)
+
+    direct = list_artifacts(target, warn=tell) if target.is_dir() else []
     if direct:
         for art in direct:
             found[str(art.path)] = art
     else:
         wanted = str(target.resolve())
         for folder in _candidates(target):
-            for art in list_artifacts(folder):
+            for art in list_artifacts(folder, warn=tell):
                 if art.source == wanted:
                     found[str(art.path)] = art
     if not found:
@@ -84,11 +95,12 @@ def compare_rows(artifacts: list[Artifact]) -> list[Row]:
     params: dict[str, int | None] = {}
     reference = _reference_ppl(artifacts)
     # A KLD run records the PPL of its base (the model it was compared against).
-    measured_as_base = {a.evaluation["base"]: a.evaluation["base_ppl"] for a in artifacts
-                        if (a.evaluation or {}).get("base") and a.evaluation.get("base_ppl") is not None}
+    measured_as_base = {a.evaluation["base"]: _number(a.evaluation, "base_ppl") for a in artifacts
+                        if isinstance((a.evaluation or {}).get("base"), str)
+                        and _number(a.evaluation, "base_ppl") is not None}
     rows = []
     for art in artifacts:
-        ev = art.evaluation or {}
+        ev = _numbers(art.evaluation)
         bpw = art.bits_per_weight  # from the parameter count the sidecar recorded
         if bpw is None and art.source not in params:
             params[art.source] = _parameters(art.source)
@@ -108,6 +120,22 @@ def compare_rows(artifacts: list[Artifact]) -> list[Row]:
     return rows
 
 
+def _number(ev: dict[str, Any] | None, key: str) -> float | None:
+    """A measured number from a sidecar's evaluation; None when absent or not a number."""
+    value = (ev or {}).get(key)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _numbers(ev: dict[str, Any] | None) -> dict[str, Any]:
+    """The evaluation with every measurement that is not a number dropped (text and n_ctx kept hashable)."""
+    ev = ev if isinstance(ev, dict) else {}
+    out: dict[str, Any] = {k: _number(ev, k) for k in ("ppl", "base_ppl", "kld_mean", "gen_tps", "prompt_tps")}
+    for key in ("text", "n_ctx"):
+        value = ev.get(key)
+        out[key] = value if isinstance(value, (str, int, float)) else None
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def _text_key(ev: dict[str, Any]) -> tuple[Any, Any]:
     return ev.get("text"), ev.get("n_ctx")
 
@@ -116,7 +144,7 @@ def _reference_ppl(artifacts: list[Artifact]) -> dict[tuple[Any, Any], float]:
     """The full-precision artifact's PPL for each (text, context) it was measured on."""
     ref: dict[tuple[Any, Any], float] = {}
     for art in artifacts:
-        ev = art.evaluation or {}
+        ev = _numbers(art.evaluation)
         if art.format in _FULL_PRECISION and ev.get("ppl") is not None:
             ref.setdefault(_text_key(ev), ev["ppl"])
     return ref
