@@ -18,40 +18,55 @@ DEFAULT_CTX = 4096
 def hf_quantization(folder: Path) -> str | None:
     """The quantization method a folder's config.json declares (e.g. "bitsandbytes"), or None."""
     try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
-    quant = config.get("quantization_config") or {}
-    return quant.get("quant_method")
+    quant = config.get("quantization_config") if isinstance(config, dict) else None
+    method = quant.get("quant_method") if isinstance(quant, dict) else None
+    return method if isinstance(method, str) else None
 
 
 def load_hf_model(folder: Path, device: str, *, dtype: Any = None, threads: int | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) from a folder, on ``device``; failures become one sentence."""
+    """(model, tokenizer) from a folder, on ``device``; failures become one sentence.
+
+    Remote code never runs (``trust_remote_code=False``, and a model that would
+    need it is refused first); pickle weights load only with the user's opt-in.
+    """
+    from engine.trust import check_pickle, check_remote_code, pickle_allowed
+
+    if not (folder / "config.json").is_file():
+        raise QuantDeskError(f"{folder} has no config.json; point at a Hugging Face model folder or a .gguf file.")
+    check_pickle(folder)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    if not (folder / "config.json").is_file():
-        raise QuantDeskError(f"{folder} has no config.json; point at a Hugging Face model folder or a .gguf file.")
+    check_remote_code(folder)
     if device == "cuda" and not torch.cuda.is_available():
         raise QuantDeskError("PyTorch sees no CUDA GPU here; choose --device cpu or install the CUDA build of torch.")
     if threads:
         torch.set_num_threads(threads)
     quant = hf_quantization(folder)
-    kwargs: dict[str, Any] = {"device_map": device}
+    kwargs: dict[str, Any] = {"device_map": device, "trust_remote_code": False}
+    if not pickle_allowed():
+        kwargs["use_safetensors"] = True
     if quant is None:
         kwargs["dtype"] = dtype if dtype is not None else "auto"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except QuantDeskError:
         raise
     except Exception as err:  # noqa: BLE001 - shown to the user in one line
+        from engine.trust import explain_loader_error
+
+        translated = explain_loader_error(err, folder.name)
+        if translated:
+            raise QuantDeskError(translated) from None
         hint = " (bitsandbytes models usually need --device cuda)" if quant == "bitsandbytes" and device == "cpu" else ""
-        raise QuantDeskError(
-            f"transformers could not load {folder.name}{hint}: {type(err).__name__}: {str(err).splitlines()[0]}"
-        ) from None
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise QuantDeskError(f"transformers could not load {folder.name}{hint}: {type(err).__name__}: {first}") from None
     model.eval()
     return model, tokenizer
 
