@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.chat import Sampling, open_chat
     from engine.errors import QuantDeskError
     from engine.jobs import CancelToken, run_job
+    from engine.terminal import one_line
 
     if args.json and args.prompt is None:
         raise QuantDeskError("--json needs --prompt: it prints one answer as JSON.")
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                      threads=args.threads, system_prompt=args.system)
     quiet = args.json
     if not quiet:
-        print(f"Loading {chat.path.name} ({chat.backend}, {args.device})...", file=sys.stderr, flush=True)
+        print(f"Loading {one_line(chat.path.name)} ({chat.backend}, {args.device})...", file=sys.stderr, flush=True)
     run_job(chat.load(CancelToken()))
     try:
         _tell(chat.take_notices(), quiet)
@@ -106,8 +107,10 @@ def _write(piece: str) -> None:
 def _tell(notices: list[str], quiet: bool) -> None:
     if quiet:
         return
+    from engine.terminal import one_line
+
     for note in notices:
-        print(f"[note] {note}", file=sys.stderr)
+        print(f"[note] {one_line(note)}", file=sys.stderr)
 
 
 def _stats(reply) -> None:  # noqa: ANN001

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from engine.terminal import one_line
 from engine.units import format_bytes
 
 
@@ -81,4 +82,4 @@ def render(machine) -> str:
     if machine.overrides:
         rows.append(("Planning", ", ".join(f"{k}={v}" for k, v in machine.overrides.items())))
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    return "\n".join(f"{k:<{width}}  {one_line(v)}" for k, v in rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from engine.terminal import one_line
 from engine.units import format_bytes
 
 
@@ -66,4 +67,5 @@ def render(info) -> str:
     for warning in info.warnings:
         rows.append(("Note", warning))
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+    # Names and notes come from the model's own files: one printable line each, whatever they hold.
+    return "\n".join(f"{k:<{width}}  {one_line(v)}" for k, v in rows)

@@ -8,6 +8,7 @@ import shutil
 import textwrap
 
 from engine.commands.doctor import add_machine_arguments, overrides_from_args
+from engine.terminal import printable
 from engine.units import format_bytes
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rec.to_dict(), indent=2))
         return 0
-    print(render(rec))
+    print(printable(render(rec)))
     return 0
 
 
