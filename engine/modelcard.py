@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
 from engine.artifacts import Artifact, list_artifacts
 from engine.errors import QuantDeskError
 from engine.formats import FORMATS
+from engine.terminal import one_line, printable
 from engine.units import format_bytes
 
 CARD_NAME = "README.md"
@@ -25,6 +27,7 @@ FALLBACK_CARD_NAME = "MODEL_CARD.md"  # when the folder already has a README.md 
 MODELFILE_NAME = "Modelfile"
 _MARKER = "<!-- quantdesk model card -->"
 _MF_MARKER = "# Modelfile written by QuantDesk"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _VERSION_LABELS = {"quantdesk": "QuantDesk", "converter": "Converter", "llama.cpp": "llama.cpp"}
 # Preferred file for the Modelfile's FROM line, best everyday choice first.
 _PREFERENCE = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_K_S", "Q5_K_S", "IQ4_XS", "Q4_0", "Q3_K_M", "Q2_K",
@@ -58,42 +61,49 @@ def write_model_card(folder: Path, *, source: Path | str | None = None, chat_tem
 
 def render_card(artifacts: list[Artifact], *, source: Path | str | None, chat_template: str | None,
                 modelfile: str | None) -> str:
-    """The card's markdown; pure so it can be previewed before anything is written."""
+    """The card's markdown; pure so it can be previewed before anything is written.
+
+    Every name that comes from the user's files is quoted for where it lands:
+    shlex for shell lines, a Python literal in code, a code span in markdown.
+    """
     name = _model_name(source, artifacts)
-    lines = [_MARKER, f"# {name}, quantized with QuantDesk", ""]
+    lines = [_MARKER, f"# {_plain(name)}, quantized with QuantDesk", ""]
     if source:
-        lines.append(f"- **Source:** `{source}`")
+        lines.append(f"- **Source:** {_code(str(source))}")
     lines.append(f"- **Written:** {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     versions: dict[str, str] = {}
     for art in artifacts:
         versions.update(art.versions)
     for key in sorted(versions):
-        lines.append(f"- **{_VERSION_LABELS.get(key, key)}:** {versions[key]}")
+        lines.append(f"- **{_plain(_VERSION_LABELS.get(key, key))}:** {_plain(versions[key])}")
     lines += ["", "| File | Type | Size | Bits per weight | Made |", "|---|---|---|---|---|"]
     for art in artifacts:
         fmt = FORMATS.get(art.format)
         label = fmt.label if fmt else art.format
         bpw = _bits_per_weight(art)
-        lines.append(f"| `{Path(art.path).name}` | {label} | {format_bytes(art.size_bytes)} | {bpw} | "
-                     f"{art.created_at[:10] or '?'} |")
+        lines.append(f"| {_cell(_code(Path(art.path).name))} | {_cell(_plain(label))} | "
+                     f"{format_bytes(art.size_bytes)} | {bpw} | {_cell(_plain(art.created_at[:10] or '?'))} |")
     ggufs = [a for a in artifacts if a.format.startswith("gguf:")]
     if ggufs:
         first = Path(_preferred(ggufs).path).name
+        shell = shlex.quote(first)
         lines += [
             "", "## Run it with llama.cpp", "", "```sh",
-            f'llama-cli -m {first} -cnv -p "You are a helpful assistant."',
-            f"llama-server -m {first} --port 8080", "```", "",
+            f'llama-cli -m {shell} -cnv -p "You are a helpful assistant."',
+            f"llama-server -m {shell} --port 8080", "```", "",
             "Python (llama-cpp-python):", "", "```python", "from llama_cpp import Llama",
-            f'llm = Llama(model_path="{first}", n_ctx=4096)',
+            f"llm = Llama(model_path={first!r}, n_ctx=4096)",
             'print(llm.create_chat_completion(messages=[{"role": "user", "content": "Hello!"}]))', "```",
         ]
         if modelfile:
-            tag = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "model"
+            tag = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.") or "model"
+            fence = _fence(modelfile)
             lines += [
                 "", "## Run it with Ollama", "",
-                f"A ready `{MODELFILE_NAME}` sits beside the files (it points at `{first}`; change its "
-                "`FROM` line for another type):", "", "```sh", f"ollama create {tag} -f {MODELFILE_NAME}",
-                f"ollama run {tag}", "```", "", "```", modelfile.rstrip(), "```",
+                f"A ready `{MODELFILE_NAME}` sits beside the files (it points at {_code(first)}; change its "
+                "`FROM` line for another type):", "", "```sh",
+                f"ollama create {shlex.quote(tag)} -f {MODELFILE_NAME}", f"ollama run {shlex.quote(tag)}", "```",
+                "", fence, modelfile.rstrip(), fence,
             ]
     hf = [a for a in artifacts if not a.format.startswith("gguf:")]
     if hf:
@@ -101,13 +111,36 @@ def render_card(artifacts: list[Artifact], *, source: Path | str | None, chat_te
         lines += [
             "", "## Load it with transformers", "", "```python",
             "from transformers import AutoModelForCausalLM, AutoTokenizer",
-            f'model = AutoModelForCausalLM.from_pretrained("{folder}", device_map="auto")',
-            f'tokenizer = AutoTokenizer.from_pretrained("{folder}")', "```",
+            f'model = AutoModelForCausalLM.from_pretrained({folder!r}, device_map="auto")',
+            f"tokenizer = AutoTokenizer.from_pretrained({folder!r})", "```",
         ]
     if not chat_template:
         lines += ["", "No chat template was found: this looks like a base model, so prompt it with plain text."]
     lines.append("")
     return "\n".join(lines)
+
+
+def _plain(text: str) -> str:
+    """One line of markdown text without control characters."""
+    return one_line(text, 500)
+
+
+def _code(text: str) -> str:
+    """``text`` as a markdown code span, its delimiter longer than any run of backticks inside it."""
+    text = one_line(text, 1000)
+    ticks = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: a ``|`` would start a new column."""
+    return text.replace("|", "\\|")
+
+
+def _fence(block: str) -> str:
+    """A code fence longer than any run of backticks in ``block``, so the block cannot close it early."""
+    return "`" * max(3, max((len(run) for run in re.findall(r"`+", block)), default=0) + 1)
 
 
 def read_chat_template(source: Path) -> str | None:
@@ -131,7 +164,7 @@ def read_chat_template(source: Path) -> str | None:
 
             template = read_gguf_header(source).fields.get("tokenizer.chat_template")
             return template if isinstance(template, str) else None
-    except (OSError, ValueError, AttributeError, QuantDeskError):
+    except (OSError, ValueError, AttributeError, TypeError, RecursionError, QuantDeskError):
         return None
     return None
 
@@ -179,21 +212,53 @@ def ollama_template(chat_template: str | None) -> tuple[str | None, list[str], s
     return None, [], None
 
 
-def render_modelfile(gguf_name: str, chat_template: str | None) -> str:
+def render_modelfile(gguf_name: str, chat_template: str | None) -> str | None:
+    """The Modelfile's text; None when the file's name cannot be written as Ollama's FROM value.
+
+    Ollama's triple-quoted blocks have no escape character: a block ends at the
+    first line break that follows three quotes (spaces between them ignored). Text from the model
+    (the system prompt found in its template) therefore never carries three
+    quotes in a row (the third becomes \\"), so it cannot end its block early
+    and add commands of its own.
+    """
+    source = _from_value(gguf_name)
+    if source is None:
+        return None
     go, stops, system = ollama_template(chat_template)
-    lines = [_MF_MARKER, f"FROM ./{gguf_name}"]
+    lines = [_MF_MARKER, f"FROM {source}"]
     if go:
-        lines.append(f'TEMPLATE """{go}"""')
+        lines.append(f'TEMPLATE """{modelfile_block(go)}"""')
         if system:
-            lines.append(f'SYSTEM """{system}"""')
+            lines.append(f'SYSTEM """{modelfile_block(system)}"""')
         lines += [f'PARAMETER stop "{s}"' for s in stops]
     else:
         lines.append("# The chat template comes from the GGUF file's own metadata.")
     return "\n".join(lines) + "\n"
 
 
+def modelfile_block(text: str) -> str:
+    """``text`` made safe inside Ollama's triple quotes: no three quotes in a row, no control characters."""
+    text = printable(text.replace("\r\n", "\n").replace("\r", "\n"))
+    return re.sub(r'(?<="")"', '\\\\"', text)
+
+
+def _from_value(gguf_name: str) -> str | None:
+    """The FROM value for a file beside the Modelfile; None when its name holds a line break or control.
+
+    Ollama ends a value at a line break and trims spaces around it; a quoted
+    value keeps everything between its outer quotes, so any other name is safe.
+    """
+    if _CONTROL.search(gguf_name):
+        return None
+    if re.fullmatch(r"[A-Za-z0-9._+@=-]+", gguf_name):
+        return f"./{gguf_name}"
+    return f'"./{gguf_name}"'
+
+
 def _write_modelfile(folder: Path, art: Artifact, chat_template: str | None) -> str | None:
     text = render_modelfile(Path(art.path).name, chat_template)
+    if text is None:
+        return None
     target = folder / MODELFILE_NAME
     if target.exists():
         try:
