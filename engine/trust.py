@@ -56,8 +56,9 @@ def pickle_refusal(name: str) -> str:
 
 
 def remote_code_refusal(name: str) -> str:
-    return (f"{name} needs its own Python code to load (auto_map in its config.json), which QuantDesk never "
-            "runs; choose a model whose architecture transformers supports, or a GGUF file of it.")
+    return (f"{name} needs its own Python code to load (auto_map in its config.json or tokenizer_config.json), "
+            "which QuantDesk never runs; choose a model whose architecture transformers supports, or a GGUF "
+            "file of it.")
 
 
 def check_pickle(folder: Path) -> None:
@@ -81,6 +82,40 @@ def needs_remote_code(folder: Path) -> bool:
 def check_remote_code(folder: Path) -> None:
     if needs_remote_code(folder):
         raise QuantDeskError(remote_code_refusal(folder.name))
+
+
+def forbid_remote_code() -> None:
+    """Make transformers in this process unable to import a model folder's own Python code.
+
+    Whatever ``trust_remote_code`` a caller passes (llama.cpp's converter passes
+    True when it reads tokenizers), transformers' built-in classes are used
+    where they exist and the model is refused with one sentence where not.
+    """
+    import sys
+
+    import transformers.dynamic_module_utils as dynamic
+
+    if getattr(dynamic, "_quantdesk_forbidden", False):
+        return
+
+    def resolve(trust_remote_code: Any, model_name: Any, has_local_code: bool, has_remote_code: bool,
+                *args: Any, **kwargs: Any) -> bool:
+        if has_remote_code and not has_local_code:
+            raise QuantDeskError(remote_code_refusal(Path(str(model_name)).name))
+        return False
+
+    def no_dynamic_class(class_reference: Any, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        raise QuantDeskError(remote_code_refusal(Path(str(pretrained_model_name_or_path)).name))
+
+    replacements = {"resolve_trust_remote_code": resolve, "get_class_from_dynamic_module": no_dynamic_class}
+    originals = {name: getattr(dynamic, name, None) for name in replacements}
+    # Patched at the source first, so modules imported later bind the guards; then in every module
+    # that already imported the originals by name.
+    for module in [dynamic, *[m for n, m in list(sys.modules.items()) if n.startswith("transformers.")]]:
+        for name, guard in replacements.items():
+            if originals[name] is not None and getattr(module, name, None) is originals[name]:
+                setattr(module, name, guard)
+    dynamic._quantdesk_forbidden = True  # type: ignore[attr-defined]
 
 
 def explain_loader_error(err: BaseException | str, name: str) -> str | None:

@@ -32,7 +32,7 @@ def load_hf_model(folder: Path, device: str, *, dtype: Any = None, threads: int 
     Remote code never runs (``trust_remote_code=False``, and a model that would
     need it is refused first); pickle weights load only with the user's opt-in.
     """
-    from engine.trust import check_pickle, check_remote_code, pickle_allowed
+    from engine.trust import check_pickle, check_remote_code, forbid_remote_code, pickle_allowed
 
     if not (folder / "config.json").is_file():
         raise QuantDeskError(f"{folder} has no config.json; point at a Hugging Face model folder or a .gguf file.")
@@ -42,6 +42,7 @@ def load_hf_model(folder: Path, device: str, *, dtype: Any = None, threads: int 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    forbid_remote_code()
     check_remote_code(folder)
     if device == "cuda" and not torch.cuda.is_available():
         raise QuantDeskError("PyTorch sees no CUDA GPU here; choose --device cpu or install the CUDA build of torch.")

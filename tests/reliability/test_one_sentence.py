@@ -388,6 +388,55 @@ def test_remote_code_never_runs(tmp_path):
     assert not marker.exists() and snapshot(folder) == before
 
 
+GUARD_SCRIPT = """
+import json, sys
+from pathlib import Path
+from engine.errors import QuantDeskError
+if sys.argv[3] == "guarded":
+    from engine.trust import forbid_remote_code
+    forbid_remote_code()
+from transformers import AutoConfig, AutoTokenizer
+custom, tokenizer = Path(sys.argv[1]), Path(sys.argv[2])
+try:
+    AutoConfig.from_pretrained(custom, trust_remote_code=True)
+    print("config loaded")
+except QuantDeskError as err:
+    print("refused:", err)
+try:
+    print(type(AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=True)).__name__)
+except Exception as err:
+    print("failed:", type(err).__name__)
+"""
+
+
+def test_remote_code_cannot_run_even_when_a_caller_trusts_it(tmp_path, tiny_dir):
+    """llama.cpp's converter passes trust_remote_code=True when it reads a tokenizer: the guard still holds."""
+    marker = tmp_path / "remote-code-ran"
+    touch = f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
+    custom = model_folder(tmp_path, {"model_type": "quantdesk-hostile", "auto_map": {"AutoConfig": "hostile.C"}},
+                          name="custom")
+    (custom / "hostile.py").write_text(touch)
+    tokenizer = tmp_path / "tokenizer"
+    tokenizer.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (tokenizer / name).write_bytes((tiny_dir / name).read_bytes())
+    settings = json.loads((tokenizer / "tokenizer_config.json").read_text())
+    settings["auto_map"] = {"AutoTokenizer": ["hostile.HostileTokenizer", None]}
+    (tokenizer / "tokenizer_config.json").write_text(json.dumps(settings))
+    (tokenizer / "hostile.py").write_text(touch)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run(mode: str) -> str:
+        return subprocess.run([sys.executable, "-c", GUARD_SCRIPT, str(custom), str(tokenizer), mode],
+                              capture_output=True, text=True, timeout=300, env=env, cwd=ROOT).stdout
+
+    out = run("guarded")
+    assert "refused: custom needs its own Python code" in out and "failed" not in out, out
+    assert not marker.exists()
+    run("unguarded")  # the control: without the guard, transformers imports the folder's code
+    assert marker.exists()
+
+
 def test_loader_messages_are_translated():
     from engine.failures import translate_message
     from engine.trust import explain_loader_error
