@@ -278,6 +278,25 @@ def test_evaluation_results_survive_a_damaged_sidecar(tmp_path):
         [good.name, bad.name, good.name + SIDECAR_SUFFIX, bad.name + SIDECAR_SUFFIX])
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["not-json", "evaluation-a-list"])
+def test_eval_keeps_its_results_when_the_sidecar_is_damaged(tmp_path, tiny_nochat_gguf, damage):
+    from engine.evaluate.texts import default_text
+
+    model = tmp_path / "tiny-F16.gguf"
+    model.symlink_to(tiny_nochat_gguf)
+    sidecar_path(model).write_bytes(DAMAGED[damage])
+    text = tmp_path / "sample.txt"
+    text.write_text(default_text()[:1500])
+    proc = run_cli("eval", model, "--text", text, "--ctx", "32", "--no-speed", "--threads", "1", "--json",
+                   timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    record = read_sidecar(model)
+    assert record is not None and record.evaluation["ppl"] == data["ppl"] and record.format == "gguf:F16"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([model.name, sidecar_path(model).name, text.name])
+
+
 def test_sidecar_write_on_a_full_disk_leaves_the_old_one(tmp_path):
     """A real full file system (a 1 MiB tmpfs): the old sidecar stays whole, no temporary file is left."""
     mount = tmp_path / "small"
@@ -353,8 +372,10 @@ def test_pickle_only_weights_are_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_pickle_only_weights_are_refused_by_quantize(tmp_path):
-    folder = model_folder(tmp_path)
+def test_pickle_only_weights_are_refused_by_quantize(tmp_path, tiny_dir):
+    folder = model_folder(tmp_path, (tiny_dir / "config.json").read_text())
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((tiny_dir / name).read_bytes())
     marker = tmp_path / MARKER
     (folder / "pytorch_model.bin").write_bytes(_pickle_that_runs_code(marker))
     before = snapshot(folder)
