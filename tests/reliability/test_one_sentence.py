@@ -636,3 +636,73 @@ def test_card_for_a_bitsandbytes_folder_quotes_its_name():
 
     line = next(x for x in text.splitlines() if x.startswith("model = "))
     assert ast.parse(line).body[0].value.args[0].value == 'my "nf4" model'
+
+
+# --------------------------------------------------------------------------- conversion and bitsandbytes workers
+
+
+def _small_disk(mount: Path, size: str) -> None:
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", ["1m", "12m"], ids=["full-in-the-header", "full-in-the-tensors"])
+def test_disk_full_during_conversion_says_disk_full(tmp_path, tiny_dir, size):
+    """The real converter in its real child process, writing onto a small tmpfs until it is full."""
+    from engine.backends.gguf.convert import convert_worker
+    from engine.errors import QuantDeskError
+    from engine.jobs import run_in_child
+
+    mount = tmp_path / "small"
+    _small_disk(mount, size)
+    try:
+        with pytest.raises(QuantDeskError) as err:
+            for _ in run_in_child(convert_worker, str(tiny_dir), str(mount / "tiny-F16.gguf.part"), "F16", None, {}):
+                pass
+        message = str(err.value)
+        assert message.startswith("disk full while writing tiny-F16.gguf.part"), message
+        assert "tokenizer" not in message and "\n" not in message
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def _tiny_copy(tiny_dir: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for path in tiny_dir.iterdir():
+        if not path.name.startswith("."):
+            (dest / path.name).write_bytes(path.read_bytes())
+    return dest
+
+
+@pytest.mark.slow
+def test_converter_never_runs_a_tokenizer_s_own_code(tmp_path, tiny_dir):
+    """llama.cpp's converter asks for the tokenizer with trust_remote_code=True; the folder's code still never runs."""
+    source = _tiny_copy(tiny_dir, tmp_path / "tiny")
+    marker = tmp_path / "remote-code-ran"
+    settings = json.loads((source / "tokenizer_config.json").read_text())
+    settings["auto_map"] = {"AutoTokenizer": ["hostile.HostileTokenizer", None]}
+    (source / "tokenizer_config.json").write_text(json.dumps(settings))
+    (source / "hostile.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).touch()\n")
+    before = snapshot(source)
+    out = tmp_path / "out"
+    proc = run_cli("quantize", source, "--to", "Q8_0", "--out", out, "--json", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert not marker.exists() and snapshot(source) == before
+    assert (out / "tiny-Q8_0.gguf").is_file()
+
+
+@pytest.mark.slow
+def test_bitsandbytes_refuses_to_ship_without_a_tokenizer(tmp_path, tiny_dir):
+    source = _tiny_copy(tiny_dir, tmp_path / "tiny")
+    (source / "tokenizer.json").write_text("{")
+    before = snapshot(source)
+    out = tmp_path / "out"
+    message = assert_one_sentence(
+        run_cli("quantize", source, "--to", "bnb-nf4", "--out", out, "--device", "cpu", "--json", timeout=600),
+        json_mode=True)
+    assert message.startswith("tiny's tokenizer does not load") and "copy tokenizer.json" in message
+    assert snapshot(source) == before
+    assert not out.exists() or [p.name for p in out.iterdir() if not p.name.startswith(".")] == []

@@ -80,6 +80,9 @@ class _WeightsBar:
 def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device: str,
                  threads: int | None) -> list[dict[str, Any]]:
     """Quantize ``source`` once per job into each job's ``part`` folder; returns what was verified."""
+    from engine.trust import check_pickle, forbid_remote_code
+
+    check_pickle(Path(source))
     first = _Reporter(reporter, 0, jobs[0]["format"])
     first.send("loading", 0.0, "Loading torch, transformers and bitsandbytes")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
@@ -87,6 +90,7 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
     import transformers
     from transformers.utils import logging as hf_logging
 
+    forbid_remote_code()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
@@ -111,7 +115,18 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
     versions = _versions(torch, transformers)
     results = []
     for index, job in enumerate(jobs):
-        results.append(_quantize_one(_Reporter(reporter, index, job["format"]), Path(source), job, device))
+        try:
+            results.append(_quantize_one(_Reporter(reporter, index, job["format"]), Path(source), job, device))
+        except QuantDeskError:
+            raise
+        except Exception as err:
+            from engine.failures import is_disk_full
+
+            if is_disk_full(err):
+                part = Path(job["part"])
+                raise QuantDeskError(f"disk full while writing {part.name[: -len('.part')]}: free some space in "
+                                     f"{part.parent} (or choose another output folder) and try again.") from None
+            raise
         results[-1]["versions"] = versions
     return results
 
@@ -138,6 +153,7 @@ def _quantize_one(report: _Reporter, source: Path, job: dict[str, Any], device: 
     dtype = torch.float16 if settings.get("load_in_8bit") else _weights_dtype(source, device)
     device_map = "cuda" if device == "cuda" else "cpu"
 
+    tokenizer = _load_tokenizer(source)  # before the long part: an output without one is of no use
     report.send("loading", 0.5, f"Reading the {source.name} shards for {label}")
     previous = hf_logging.set_tqdm_hook(
         lambda factory, args, kwargs: _WeightsBar(report, *args, **kwargs)
@@ -145,8 +161,15 @@ def _quantize_one(report: _Reporter, source: Path, job: dict[str, Any], device: 
     )
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, quantization_config=config, device_map=device_map, dtype=dtype
+            source, quantization_config=config, device_map=device_map, dtype=dtype, **_safe_loading()
         )
+    except Exception as err:
+        from engine.trust import explain_loader_error
+
+        translated = explain_loader_error(err, source.name)
+        if translated:
+            raise QuantDeskError(translated) from None
+        raise
     finally:
         hf_logging.set_tqdm_hook(previous)
     model.eval()
@@ -156,15 +179,13 @@ def _quantize_one(report: _Reporter, source: Path, job: dict[str, Any], device: 
             f"bitsandbytes found no linear layers to quantize in {source.name}; this architecture is not "
             "supported by it, so choose a GGUF type instead."
         )
-    tokenizer = _load_tokenizer(source)
 
     # Saved before the first forward pass: on CPUs with AVX512-BF16, bitsandbytes repacks 4-bit
     # weights on the first forward and does not restore them exactly when saving afterwards.
     report.send("saving", 0.0, f"Saving {part.name[: -len('.part')]}")
     part.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(part)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(part)
+    _save_tokenizer(tokenizer, part, source, label)
     for name in _SUPPORT_FILES:
         if (source / name).is_file() and not (part / name).exists():
             shutil.copy2(source / name, part / name)
@@ -175,7 +196,7 @@ def _quantize_one(report: _Reporter, source: Path, job: dict[str, Any], device: 
     _free_memory(torch)
 
     report.send("verifying", 0.0, f"Reloading {part.name[: -len('.part')]} to check it")
-    reloaded = AutoModelForCausalLM.from_pretrained(part, device_map=device_map)
+    reloaded = AutoModelForCausalLM.from_pretrained(part, device_map=device_map, trust_remote_code=False)
     reloaded.eval()
     if _count_quantized(reloaded) != quantized:
         raise QuantDeskError(
@@ -234,13 +255,52 @@ def _count_quantized(model: Any) -> int:
     return sum(isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)) for m in model.modules())
 
 
+def _safe_loading() -> dict[str, Any]:
+    """from_pretrained arguments that keep a model's own code and (unless opted in) pickles out."""
+    from engine.trust import pickle_allowed
+
+    return {"trust_remote_code": False, **({} if pickle_allowed() else {"use_safetensors": True})}
+
+
 def _load_tokenizer(source: Path) -> Any:
+    """The source's tokenizer; one sentence when it has none or it does not load."""
     from transformers import AutoTokenizer
 
+    from engine.trust import explain_loader_error
+
     try:
-        return AutoTokenizer.from_pretrained(source)
-    except Exception:
-        return None  # the model is still usable; the folder simply carries no tokenizer
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except QuantDeskError:
+        raise
+    except Exception as err:
+        translated = explain_loader_error(err, source.name)
+        if translated:
+            raise QuantDeskError(translated) from None
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise QuantDeskError(
+            f"{source.name}'s tokenizer does not load ({type(err).__name__}: {first}), and the output would be "
+            "unusable without it; copy tokenizer.json and tokenizer_config.json from the original model "
+            "into the folder and try again."
+        ) from None
+
+
+def _save_tokenizer(tokenizer: Any, part: Path, source: Path, label: str) -> None:
+    """Save the tokenizer beside the weights and read it back; the job fails rather than ship without it."""
+    from transformers import AutoTokenizer
+
+    from engine.failures import is_disk_full
+
+    try:
+        tokenizer.save_pretrained(part)
+        AutoTokenizer.from_pretrained(part, trust_remote_code=False)
+    except Exception as err:
+        if is_disk_full(err):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise QuantDeskError(
+            f"{source.name}'s tokenizer could not be saved with the {label} model ({type(err).__name__}: "
+            f"{first}), so nothing was kept; check the source's tokenizer files or upgrade transformers."
+        ) from None
 
 
 def _probe_ids(tokenizer: Any, config: Any, device: Any) -> Any:

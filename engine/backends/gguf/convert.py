@@ -10,6 +10,7 @@ the metadata and every tensor written is reported.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
@@ -27,26 +28,71 @@ def convert_worker(reporter: ChildReporter, source: str, dest: str, outtype: str
                    metadata: dict[str, str]) -> dict[str, Any]:
     """Child entry point: convert ``source`` to ``dest``; returns tensor count and file type."""
     from engine.backends.gguf.child import child_setup
+    from engine.trust import check_pickle
 
     child_setup()
+    check_pickle(Path(source))  # the converter would torch.load() them
+    _forbid_remote_code()  # it asks transformers for tokenizers with trust_remote_code=True
     reporter.send("phase", message="Loading llama.cpp's converter")
     mod = load_converter(converter)
     try:
         result = _convert(mod, reporter, Path(source), Path(dest), outtype, metadata)
     except QuantDeskError:
         raise
-    except MemoryError:
-        raise QuantDeskError(
-            "The conversion ran out of memory; close other programs (or use a machine with more RAM) and try again."
-        ) from None
-    except NotImplementedError as err:
-        raise QuantDeskError(explain_converter_error(err, source)) from None
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        if isinstance(err, OSError) and getattr(err, "errno", None) == 28:
-            raise QuantDeskError("The disk filled up during the conversion; free some space and try again.") from None
-        raise QuantDeskError(explain_converter_error(err, source)) from None
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - every failure of the converter is one sentence
+        raise QuantDeskError(explain_conversion_failure(err, source, dest)) from None
     reporter.finish(result)  # the file is closed; skip torch's slow teardown
     return result
+
+
+def _forbid_remote_code() -> None:
+    from engine.trust import forbid_remote_code
+
+    with contextlib.suppress(ImportError):  # no transformers: nothing could import a model's code
+        forbid_remote_code()
+
+
+def explain_conversion_failure(err: BaseException, source: str | Path, dest: str | Path) -> str:
+    """One sentence for anything the conversion raised: a full disk first, whatever else it looks like."""
+    from engine.trust import explain_loader_error
+
+    if _disk_full(err, Path(dest)):
+        return (f"disk full while writing {Path(dest).name}: free some space in {Path(dest).parent} (or choose "
+                "another output folder) and try again.")
+    if isinstance(err, MemoryError):
+        return "The conversion ran out of memory; close other programs (or use a machine with more RAM) and try again."
+    if isinstance(err, SystemExit):
+        return (f"llama.cpp's converter stopped on {Path(source).name} (exit status {err.code}); check that the "
+                "model is complete, or point --converter at a newer llama.cpp checkout.")
+    return explain_loader_error(err, Path(source).name) or explain_converter_error(err, source)
+
+
+# numpy writes tensors without an errno: it reserves the space first ("Not enough free space to write
+# N bytes") and reports a short write as "N requested and M written". The latter, while the output's
+# disk is this close to full, is the disk filling up too.
+_NEARLY_FULL = 8 * 1024**2
+
+
+def _disk_full(err: BaseException, dest: Path) -> bool:
+    """ENOSPC (or a quota) anywhere in the exception's chain and ``__context__``, or numpy saying so its way."""
+    from engine.failures import is_disk_full
+    from engine.fsutil import disk_free
+
+    if is_disk_full(err):
+        return True
+    chain, seen = [], set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    bare = [str(e) for e in chain if isinstance(e, OSError) and e.errno is None]
+    if any("not enough free space" in text.lower() for text in bare):
+        return True
+    if not any("requested" in text and "written" in text for text in bare):
+        return False
+    free = disk_free(dest.parent)
+    return free is not None and free < _NEARLY_FULL
 
 
 def explain_converter_error(err: BaseException, source: str | Path) -> str:
@@ -63,10 +109,15 @@ def explain_converter_error(err: BaseException, source: str | Path) -> str:
             f"llama.cpp's converter does not support {name}'s architecture ({text}); "
             "point --converter at a newer llama.cpp checkout."
         )
-    if "tokenizer" in text.lower() or isinstance(err, OSError):
+    if "tokenizer" in text.lower():
         return (
-            f"llama.cpp's converter could not read {name}'s tokenizer or files ({type(err).__name__}: "
+            f"llama.cpp's converter could not read {name}'s tokenizer ({type(err).__name__}: "
             f"{text[:200]}); check that tokenizer.json / tokenizer.model are complete."
+        )
+    if isinstance(err, OSError):
+        return (
+            f"llama.cpp's converter could not read or write a file of {name} ({type(err).__name__}: "
+            f"{text[:200]}); check that the model's files are complete and the output folder is writable."
         )
     return f"llama.cpp's converter failed on {name} ({type(err).__name__}: {text[:200]}); check the model files."
 
