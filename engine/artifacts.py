@@ -10,7 +10,6 @@ sidecar's keys are a stable contract: new keys may be added, none renamed.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -19,7 +18,8 @@ from typing import Any
 
 SIDECAR_SUFFIX = ".quantdesk.json"
 SCHEMA_VERSION = 1
-_PART = ".part"
+# Names that are never a finished output: a browser's partial download, QuantDesk's own temporaries.
+_TEMPORARY = (".part", ".quantdesk-part", ".quantdesk-old")
 
 
 @dataclass
@@ -187,7 +187,7 @@ def list_artifacts(folder: Path, *, include_untracked: bool = False) -> list[Art
         return []
     for side in sorted(folder.glob("*" + SIDECAR_SUFFIX)):
         artifact = side.with_name(side.name[: -len(SIDECAR_SUFFIX)])
-        if artifact.exists() and not artifact.name.endswith(_PART):
+        if artifact.exists() and not artifact.name.endswith(_TEMPORARY):
             record = read_sidecar(artifact)
             if record is not None:
                 found[artifact.name] = record
@@ -214,6 +214,16 @@ def artifacts_of(source: Path, folder: Path) -> list[Artifact]:
     return [a for a in list_artifacts(folder) if a.source == wanted]
 
 
+def made_by_quantdesk(path: Path) -> bool:
+    """Whether an output of this name is QuantDesk's own (it has a readable sidecar), so a job may replace it."""
+    return read_sidecar(path) is not None
+
+
+def is_sidecar(path: Path) -> bool:
+    """A sidecar's name is QuantDesk's own, so a job may always rewrite one."""
+    return path.name.endswith(SIDECAR_SUFFIX)
+
+
 def delete_artifact(artifact: Path) -> None:
     """Remove an output and its sidecar; never raises."""
     from engine.fsutil import remove_quietly
@@ -224,7 +234,7 @@ def delete_artifact(artifact: Path) -> None:
 
 def looks_like_artifact(path: Path) -> bool:
     """A GGUF file, or a folder holding a Hugging Face model (config.json and weights)."""
-    if path.name.endswith(_PART) or path.name.startswith("."):
+    if path.name.endswith(_TEMPORARY) or path.name.startswith("."):
         return False
     if path.is_file():
         return path.suffix.lower() == ".gguf"
@@ -259,9 +269,8 @@ def guess_format(path: Path) -> str:
 
 
 def _save(record: Artifact) -> None:
-    side = sidecar_path(record.path)
-    tmp = side.with_name(side.name + _PART)
+    from engine.fsutil import write_text_atomic
+
     data = record.to_dict()
     data.pop("tracked", None)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, side)
+    write_text_atomic(sidecar_path(record.path), json.dumps(data, indent=2, sort_keys=True))
