@@ -254,6 +254,12 @@ def refuse_foreign(path: Path) -> QuantDeskError:
     )
 
 
+def _same_entry(a: Path, b: Path) -> bool:
+    """Two names for one file (hard links), symlinks not followed."""
+    sa, sb = os.lstat(a), os.lstat(b)
+    return (sa.st_ino, sa.st_dev) == (sb.st_ino, sb.st_dev)
+
+
 # --------------------------------------------------------------------------- the lock
 
 
@@ -427,6 +433,7 @@ class Transaction:
                 remove_quietly(path)
         for final, old in self._kept.items():
             self._restore(final, old)
+        self._lock.release()  # before the folders: a folder holding only the lock is still the job's
         self._remove_folders()
         self._finish()
 
@@ -516,19 +523,23 @@ class Transaction:
         os.replace(part, final)
 
     def _keep_aside(self, final: Path, *, move: bool) -> None:
-        """Keep ``final``'s current version under a QuantDesk name until the job ends."""
+        """Keep ``final``'s current version under a QuantDesk name until the job ends.
+
+        ``move``: a finished part is renamed over ``final`` next, so a hard link
+        keeps the old file (and ``final`` never goes missing). Otherwise ``final``
+        may be rewritten in place, so the earlier version is copied.
+        """
         old = old_path(final)
         remove_quietly(old)
         if os.path.isdir(final) and not os.path.islink(final):
             os.rename(final, old)  # a folder cannot be linked; the new one follows at once
+        elif not move:
+            shutil.copy2(final, old, follow_symlinks=False)
         else:
             try:
-                os.link(final, old, follow_symlinks=False)  # the old file stays until the new one replaces it
+                os.link(final, old, follow_symlinks=False)
             except OSError:
-                if move:
-                    os.rename(final, old)
-                else:
-                    shutil.copy2(final, old, follow_symlinks=False)
+                os.rename(final, old)
         self._kept[final] = old
 
     @staticmethod
@@ -540,6 +551,8 @@ class Transaction:
                     os.rename(final, trash)
                     remove_quietly(trash)
                 os.rename(old, final)
+            elif os.path.lexists(final) and _same_entry(old, final):
+                os.unlink(old)  # never replaced: both names are the same file (rename would do nothing)
             else:
                 if os.path.isdir(final) and not os.path.islink(final):
                     remove_quietly(final)

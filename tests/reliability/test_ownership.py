@@ -151,6 +151,35 @@ def test_live_jobs_parts_survive_another_process_clean_up(tiny_dir, tmp_path):
     _no_quantdesk_leftovers(out)
 
 
+def test_a_replaced_output_folder_comes_back_on_rollback_and_goes_on_commit(tmp_path):
+    """The bitsandbytes case without the minute of quantizing: a folder output replaced through the job's
+    transaction (as engine.backends.bnb.job does), then undone, then replaced for good."""
+    from engine.artifacts import made_by_quantdesk, sidecar_path
+    from engine.fsutil import Transaction
+
+    before = _user_files(tmp_path)
+    earlier = tmp_path / "m-bnb-nf4"
+    earlier.mkdir()
+    (earlier / "model.safetensors").write_bytes(b"earlier weights")
+    sidecar_path(earlier).write_text(json.dumps({"format": "hf:bnb-nf4", "source": "/m"}))
+    before = snapshot(tmp_path)
+    for finish in ("rollback", "commit"):
+        txn = Transaction(tmp_path).begin()
+        part = txn.part(earlier)
+        part.mkdir()
+        (part / "model.safetensors").write_bytes(b"new weights")
+        txn.promote(part, earlier, made_by_quantdesk)
+        txn.claim(sidecar_path(earlier), lambda p: True)
+        sidecar_path(earlier).write_text(json.dumps({"format": "hf:bnb-nf4", "source": "/m", "new": True}))
+        assert (earlier / "model.safetensors").read_bytes() == b"new weights"
+        getattr(txn, finish)()
+        if finish == "rollback":
+            assert snapshot(tmp_path) == before
+    assert (earlier / "model.safetensors").read_bytes() == b"new weights"
+    assert json.loads(sidecar_path(earlier).read_text())["new"] is True
+    _no_quantdesk_leftovers(tmp_path)
+
+
 # --------------------------------------------------------------------------- the folder's lock
 
 
