@@ -10,7 +10,6 @@ sidecar's keys are a stable contract: new keys may be added, none renamed.
 from __future__ import annotations
 
 import json
-import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from engine.errors import QuantDeskError
 
 SIDECAR_SUFFIX = ".quantdesk.json"
 SCHEMA_VERSION = 1
-_PART = ".part"
 _MAX_SIDECAR = 4 * 1024**2  # a real sidecar is a few kB
 # The sidecar's keys and the types a readable one carries (None allowed where listed).
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -35,6 +33,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 
 class SidecarDamaged(QuantDeskError):
     """A sidecar that cannot be trusted: not JSON, wrong types, far too large, or not a file."""
+# Names that are never a finished output: a browser's partial download, QuantDesk's own temporaries.
+_TEMPORARY = (".part", ".quantdesk-part", ".quantdesk-old")
 
 
 @dataclass
@@ -253,7 +253,7 @@ def list_artifacts(
         return []
     for side in sorted(folder.glob("*" + SIDECAR_SUFFIX)):
         artifact = side.with_name(side.name[: -len(SIDECAR_SUFFIX)])
-        if artifact.exists() and not artifact.name.endswith(_PART):
+        if artifact.exists() and not artifact.name.endswith(_TEMPORARY):
             try:
                 record = load_sidecar(artifact)
             except SidecarDamaged as err:
@@ -285,6 +285,16 @@ def artifacts_of(source: Path, folder: Path) -> list[Artifact]:
     return [a for a in list_artifacts(folder) if a.source == wanted]
 
 
+def made_by_quantdesk(path: Path) -> bool:
+    """Whether an output of this name is QuantDesk's own (it has a readable sidecar), so a job may replace it."""
+    return read_sidecar(path) is not None
+
+
+def is_sidecar(path: Path) -> bool:
+    """A sidecar's name is QuantDesk's own, so a job may always rewrite one."""
+    return path.name.endswith(SIDECAR_SUFFIX)
+
+
 def delete_artifact(artifact: Path) -> None:
     """Remove an output and its sidecar; never raises."""
     from engine.fsutil import remove_quietly
@@ -295,7 +305,7 @@ def delete_artifact(artifact: Path) -> None:
 
 def looks_like_artifact(path: Path) -> bool:
     """A GGUF file, or a folder holding a Hugging Face model (config.json and weights)."""
-    if path.name.endswith(_PART) or path.name.startswith("."):
+    if path.name.endswith(_TEMPORARY) or path.name.startswith("."):
         return False
     if path.is_file():
         return path.suffix.lower() == ".gguf"
@@ -332,19 +342,8 @@ def guess_format(path: Path) -> str:
 
 
 def _save(record: Artifact) -> None:
-    """Write the sidecar under a temporary name, then rename it over the old one: never half-written."""
-    from engine.fsutil import part_path, remove_quietly
+    from engine.fsutil import write_text_atomic
 
-    side = sidecar_path(record.path)
-    tmp = part_path(side)
     data = record.to_dict()
     data.pop("tracked", None)
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(json.dumps(data, indent=2, sort_keys=True))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, side)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
+    write_text_atomic(sidecar_path(record.path), json.dumps(data, indent=2, sort_keys=True))

@@ -13,17 +13,18 @@ import json
 import os
 import re
 import shlex
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 from engine.artifacts import Artifact, list_artifacts
 from engine.errors import QuantDeskError
 from engine.formats import FORMATS
+from engine.fsutil import Transaction, write_text_atomic
 from engine.terminal import one_line, printable
 from engine.units import format_bytes
 
 CARD_NAME = "README.md"
-FALLBACK_CARD_NAME = "MODEL_CARD.md"  # when the folder already has a README.md that is not ours
 MODELFILE_NAME = "Modelfile"
 _MARKER = "<!-- quantdesk model card -->"
 _MF_MARKER = "# Modelfile written by QuantDesk"
@@ -34,12 +35,16 @@ _PREFERENCE = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_K_S", "Q5_K_S", "IQ4_XS",
                "F16", "BF16", "F32")
 
 
-def write_model_card(folder: Path, *, source: Path | str | None = None, chat_template: str | None = None) -> Path:
+def write_model_card(folder: Path, *, source: Path | str | None = None, chat_template: str | None = None,
+                     txn: Transaction | None = None) -> Path | None:
     """Write (or rewrite) the folder's model card from its artifacts' sidecars; returns its path.
 
     ``source`` is the model the artifacts were made from (an HF folder or a GGUF
-    file); when ``chat_template`` is None it is read from there. A README.md
-    the user wrote is never overwritten: the card then goes to MODEL_CARD.md.
+    file); when ``chat_template`` is None it is read from there. Written through
+    the job's ``txn`` when given, so a failed job puts the earlier card back. A
+    README.md (or Modelfile) that QuantDesk did not write is never replaced
+    unless the job was started with --overwrite; the card is then not written
+    (None). A job checks this before it starts (``foreign_card_files``).
     """
     folder = Path(folder)
     artifacts = list_artifacts(folder)
@@ -50,13 +55,30 @@ def write_model_card(folder: Path, *, source: Path | str | None = None, chat_tem
     ggufs = [a for a in artifacts if a.format.startswith("gguf:")]
     modelfile = None
     if ggufs:
-        modelfile = _write_modelfile(folder, _preferred(ggufs), chat_template)
+        modelfile = _write_modelfile(folder, _preferred(ggufs), chat_template, txn)
     text = render_card(artifacts, source=source, chat_template=chat_template, modelfile=modelfile)
-    card = _card_path(folder)
-    tmp = card.with_name(card.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, card)
-    return card
+    return _write_owned(folder / CARD_NAME, text, card_is_ours, txn)
+
+
+def card_is_ours(path: Path) -> bool:
+    """A README.md that QuantDesk wrote (it starts with the card's marker)."""
+    return _starts_with(path, _MARKER)
+
+
+def modelfile_is_ours(path: Path) -> bool:
+    """A Modelfile that QuantDesk wrote (it starts with its marker line)."""
+    return _starts_with(path, _MF_MARKER)
+
+
+def foreign_card_files(folder: Path, *, modelfile: bool) -> list[Path]:
+    """README.md (and, when one will be written, Modelfile) in ``folder`` that QuantDesk did not write."""
+    names = [(CARD_NAME, card_is_ours)] + ([(MODELFILE_NAME, modelfile_is_ours)] if modelfile else [])
+    found = []
+    for name, ours in names:
+        path = Path(folder) / name
+        if os.path.lexists(path) and not ours(path):
+            found.append(path)
+    return found
 
 
 def render_card(artifacts: list[Artifact], *, source: Path | str | None, chat_template: str | None,
@@ -255,32 +277,37 @@ def _from_value(gguf_name: str) -> str | None:
     return f'"./{gguf_name}"'
 
 
-def _write_modelfile(folder: Path, art: Artifact, chat_template: str | None) -> str | None:
+def _write_modelfile(folder: Path, art: Artifact, chat_template: str | None,
+                     txn: Transaction | None = None) -> str | None:
+    """Write the Modelfile unless the user's own is there; the card shows the text either way."""
     text = render_modelfile(Path(art.path).name, chat_template)
     if text is None:
         return None
-    target = folder / MODELFILE_NAME
-    if target.exists():
-        try:
-            if not target.read_text(encoding="utf-8").startswith(_MF_MARKER):
-                return text  # the user's own Modelfile: show ours in the card only
-        except (OSError, UnicodeDecodeError):
-            return text
-    tmp = target.with_name(target.name + ".part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    _write_owned(folder / MODELFILE_NAME, text, modelfile_is_ours, txn)
     return text
 
 
-def _card_path(folder: Path) -> Path:
-    card = folder / CARD_NAME
-    if card.exists():
+def _write_owned(path: Path, text: str, ours: Callable[[Path], bool], txn: Transaction | None) -> Path | None:
+    """Write ``path`` atomically unless a file there is not QuantDesk's (and --overwrite was not given)."""
+    if txn is not None:
         try:
-            if not card.read_text(encoding="utf-8").startswith(_MARKER):
-                return folder / FALLBACK_CARD_NAME
-        except (OSError, UnicodeDecodeError):
-            return folder / FALLBACK_CARD_NAME
-    return card
+            txn.check_free(path, ours)
+        except QuantDeskError:
+            return None
+        return txn.write_text(path, text, ours)
+    if os.path.lexists(path) and not ours(path):
+        return None
+    return write_text_atomic(path, text)
+
+
+def _starts_with(path: Path, marker: str) -> bool:
+    """Whether the file starts with ``marker``, reading only that many bytes."""
+    want = marker.encode("utf-8")
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(want)) == want
+    except OSError:
+        return False
 
 
 def _preferred(ggufs: list[Artifact]) -> Artifact:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from engine.backends.options import BnbOptions, GgufOptions, split_options
 from engine.errors import QuantDeskError
 from engine.formats import FORMATS, Format
+from engine.fsutil import Transaction, check_out_text
 from engine.jobs import CancelToken, JobGen
 
 
@@ -31,8 +32,11 @@ class QuantizeRequest:
     options: InitVar[dict[str, Any] | None] = None
     gguf: GgufOptions = field(default_factory=GgufOptions)
     bnb: BnbOptions = field(default_factory=BnbOptions)
+    overwrite: bool = False  # replace same-name files and folders QuantDesk did not make
 
     def __post_init__(self, options: dict[str, Any] | None) -> None:
+        check_out_text(self.out_dir)
+        self.out_dir = Path(self.out_dir)
         if options:
             self.gguf, self.bnb = split_options(options)
 
@@ -56,9 +60,19 @@ class Plan:
 
     request: QuantizeRequest
     targets: list[Format]
+    # The job's record of what it writes into the output folder (engine.fsutil.Transaction);
+    # set by engine.quantize before run(), else the backend opens its own.
+    txn: Transaction | None = field(default=None, kw_only=True, repr=False, compare=False)
 
 
 P = TypeVar("P", bound=Plan)
+
+
+def plan_transaction(plan: Plan) -> tuple[Transaction, bool]:
+    """The job's transaction for ``plan``; else a new, begun one that the caller owns and must end."""
+    if plan.txn is not None:
+        return plan.txn, False
+    return Transaction(plan.request.out_dir, overwrite=plan.request.overwrite).begin(), True
 
 
 class Backend(ABC, Generic[P]):

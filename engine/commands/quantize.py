@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", required=True, metavar="TYPES",
                    help="comma-separated targets, e.g. Q4_K_M,Q6_K,Q8_0 or bnb-nf4")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace same-name files or folders in DIR that QuantDesk did not make")
     p.add_argument("--keep-intermediate", action="store_true",
                    help="keep the BF16/F16 GGUF made on the way from a Hugging Face model")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="threads for quantizing (default: all)")
@@ -58,12 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.backends import BnbOptions, GgufOptions, QuantizeRequest
     from engine.formats import parse_targets
+    from engine.fsutil import check_out_text
     from engine.jobs import CancelToken
     from engine.quantize import quantize
 
     emit = _JsonEvents(sys.stdout) if args.json else _TerminalBar(sys.stderr)
     cancel = CancelToken()
     try:
+        check_out_text(args.out)
         targets = parse_targets(args.to)
         gguf = GgufOptions(
             keep_intermediate=args.keep_intermediate, converter=args.converter, requantize=args.requantize,
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             "int8_threshold": args.int8_threshold}.items() if v is not None}, double_quant=not args.no_double_quant)
         request = QuantizeRequest(
             source=Path(args.source).expanduser(), targets=targets, out_dir=Path(args.out).expanduser(),
-            threads=args.threads, device=args.device, gguf=gguf, bnb=bnb,
+            threads=args.threads, device=args.device, gguf=gguf, bnb=bnb, overwrite=args.overwrite,
         )
         with _cancel_on_signals(cancel):
             job = quantize(request, cancel)

@@ -16,6 +16,7 @@ from engine.backends.bnb.backend import BnbBackend
 from engine.backends.bnb.plan import target_for
 from engine.errors import JobCancelled, QuantDeskError
 from engine.formats import get_format
+from engine.fsutil import part_path
 from engine.hardware import avx2_from_cpuinfo
 from engine.jobs import CancelToken
 from tests.fixtures.bnb import run_quantize
@@ -93,7 +94,7 @@ def test_progress_reports_loading_quantizing_saving_verifying(bnb_smollm2):
     assert quantizing[-1].tensor_index == quantizing[-1].tensor_count
     fractions = [e.fraction for e in events]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert not list(bnb_smollm2.out_dir.glob("*.part"))
+    assert not list(bnb_smollm2.out_dir.glob("*.quantdesk-part"))
 
 
 def test_already_quantized_source_is_refused(bnb_smollm2, tmp_path):
@@ -156,7 +157,8 @@ def test_cuda_without_gpu_is_refused_before_anything_is_loaded(tiny_dir, tmp_pat
 
 def test_cancel_mid_job_leaves_no_folder(tiny_dir, tmp_path):
     """Cancel while the second target is being verified: the first (FP4, no double quantization,
-    already verified in the child) and the second are both written as .part, and both must go."""
+    already verified in the child) and the second are both written under QuantDesk's temporary names, and both
+    must go."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -166,8 +168,8 @@ def test_cancel_mid_job_leaves_no_folder(tiny_dir, tmp_path):
     def on_progress(event):
         seen.append(event.step)
         if event.step == "verifying" and event.extra.get("format") == "hf:bnb-int8" and not cancel.cancelled:
-            assert (out / "tiny-bnb-fp4.part" / "model.safetensors").is_file()
-            assert (out / "tiny-bnb-int8.part" / "model.safetensors").is_file()
+            assert (part_path(out / "tiny-bnb-fp4") / "model.safetensors").is_file()
+            assert (part_path(out / "tiny-bnb-int8") / "model.safetensors").is_file()
             cancel.cancel()
 
     with pytest.raises(JobCancelled):

@@ -57,12 +57,16 @@ def test_bad_size():
         parse_size("lots")
 
 
-def test_stale_parts_are_removed(tmp_path):
-    (tmp_path / "a.gguf.part").write_bytes(b"x")
-    (tmp_path / "b-bnb-nf4.part").mkdir()
+def test_stale_parts_are_removed_only_when_quantdesks_and_their_process_is_gone(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f"a.gguf.{dead.pid}-0.quantdesk-part").write_bytes(b"x")
+    (tmp_path / f"b-bnb-nf4.{dead.pid}-0.quantdesk-part").mkdir()
+    (tmp_path / "film.iso.part").write_bytes(b"a browser's download")
+    (tmp_path / "chapters.part").mkdir()
     (tmp_path / "keep.gguf").write_bytes(b"y")
     clean_stale_parts(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.gguf"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chapters.part", "film.iso.part", "keep.gguf"]
 
 
 def test_unwritable_output_folder_is_refused(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +29,10 @@ def tiny_job(tiny_dir, tmp_path_factory):
     shutil.copy2(pinned / "convert_hf_to_gguf.py", checkout)
     shutil.copytree(pinned / "conversion", checkout / "conversion", ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("tiny-gguf")
-    (out / "tiny-Q4_0.gguf.part").write_bytes(b"left by a crash")
+    crashed = subprocess.Popen([sys.executable, "-c", "pass"])
+    crashed.wait()
+    (out / f"tiny-Q4_0.gguf.{crashed.pid}-0.quantdesk-part").write_bytes(b"left by a crash")
+    (out / "film.iso.part").write_bytes(b"a browser's download: not QuantDesk's")
     (out / "notes.txt").write_text("the user's own file")
     job = run_quantize(tiny_dir, "Q4_0", out, converter=str(checkout))
     job["checkout"] = checkout
@@ -52,7 +57,8 @@ def test_converter_given_by_path_is_used_and_recorded(tiny_job):
 
 def test_intermediate_dropped_stale_part_cleaned_user_files_kept(tiny_job):
     names = sorted(p.name for p in tiny_job["out_dir"].iterdir())
-    assert names == ["Modelfile", "README.md", "notes.txt", "tiny-Q4_0.gguf", "tiny-Q4_0.gguf.quantdesk.json"]
+    assert names == ["Modelfile", "README.md", "film.iso.part", "notes.txt", "tiny-Q4_0.gguf",
+                     "tiny-Q4_0.gguf.quantdesk.json"]
 
 
 def test_progress_monotonic_and_complete(tiny_job):
@@ -94,7 +100,7 @@ def _cancel_when(predicate, source, targets, out):
     def on_progress(event) -> None:
         if "t" not in marks and predicate(event):
             marks["t"] = time.monotonic()
-            marks["part_seen"] = any(p.name.endswith(".part") for p in out.iterdir())
+            marks["part_seen"] = any(p.name.endswith(".quantdesk-part") for p in out.iterdir())
             cancel.cancel()
 
     with pytest.raises(JobCancelled):

@@ -74,7 +74,7 @@ def test_signal_cancels_cleanly(smollm2_gguf, tmp_path, sig):
         for line in proc.stdout:
             lines.append(json.loads(line))
             if lines[-1].get("tensor_index", 0) >= 20:
-                assert any(p.name.endswith(".part") for p in out.iterdir())
+                assert any(p.name.endswith(".quantdesk-part") for p in out.iterdir())
                 proc.send_signal(sig)
                 break
         rest, err = proc.communicate(timeout=30)

@@ -6,31 +6,47 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from engine.artifacts import Artifact, package_versions, size_on_disk, write_sidecar
-from engine.backends.base import OutputRecord
+from engine.artifacts import (
+    Artifact,
+    is_sidecar,
+    made_by_quantdesk,
+    package_versions,
+    sidecar_path,
+    size_on_disk,
+    write_sidecar,
+)
+from engine.backends.base import OutputRecord, plan_transaction
 from engine.backends.bnb.plan import CPU_SLOW_NOTE, MIN_BNB_VERSION, BnbPlan, BnbTarget, SourceInfo
-from engine.errors import JobCancelled
-from engine.fsutil import check_writable, promote, remove_quietly
 from engine.inspect import model_name
 from engine.jobs import CancelToken, JobGen, Progress, relay, run_in_child
 
 
 def run_plan(plan: BnbPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
-    """Quantize every target into its ``.part`` folder, verify in the child, then rename into place."""
+    """Quantize every target into its temporary folder, verify in the child, then rename into place.
+
+    Every folder is recorded in the job's transaction before the child writes
+    it; an earlier QuantDesk folder of the same name is kept aside until the
+    job succeeds, and comes back if it does not.
+    """
     source, out_dir = plan.source, plan.request.out_dir
     finals, parts = plan.finals, plan.parts
     if plan.device == "cpu":
         yield Progress(step="warning", fraction=0.0, message=CPU_SLOW_NOTE)
     jobs = [
-        {"format": t.format.id, "label": t.format.label, "bnb_config": t.bnb_config, "part": str(p)}
-        for t, p in zip(plan.bnb_targets, parts, strict=True)
+        {"format": t.format.id, "label": t.format.label, "bnb_config": t.bnb_config, "part": str(p),
+         "name": f.name}
+        for t, p, f in zip(plan.bnb_targets, parts, finals, strict=True)
     ]
-    check_writable(out_dir)
-    for part in parts:
-        remove_quietly(part)
-    child = run_in_child(_worker_entry, str(source.folder), jobs, plan.asked_device, plan.request.threads,
-                         cancel=cancel)
-    promoted: list[Path] = []
+    txn, own_txn = plan_transaction(plan)
+    for final in finals:
+        txn.part(final)
+    try:
+        child = run_in_child(_worker_entry, str(source.folder), jobs, plan.asked_device, plan.request.threads,
+                             cancel=cancel)
+    except BaseException:
+        if own_txn:
+            txn.rollback()
+        raise
     try:
         results: list[dict[str, Any]] = yield from relay(
             child, lambda msg: _progress(msg[1], len(jobs)) if msg[0] == "progress" else None)
@@ -40,8 +56,8 @@ def run_plan(plan: BnbPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
         for target, part, final, result in zip(plan.bnb_targets, parts, finals, results, strict=True):
             record = _record(final, source, target, result, size_on_disk(part))
             _write_card(part, record)
-            promote(part, final)
-            promoted.append(final)
+            txn.promote(part, final, made_by_quantdesk)
+            txn.claim(sidecar_path(final), is_sidecar)
             record = write_sidecar(
                 final, format=record.format, source=source.folder, options=record.options,
                 versions=record.versions, source_name=record.source_name, source_params=source.params,
@@ -49,17 +65,14 @@ def run_plan(plan: BnbPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
             outputs.append(OutputRecord(final, target.format.id, record.size_bytes))
         from engine.modelcard import write_model_card
 
-        write_model_card(out_dir, source=source.folder.resolve())
+        write_model_card(out_dir, source=source.folder.resolve(), txn=txn)
+        if own_txn:
+            txn.commit()
         return outputs
-    except BaseException as err:
+    except BaseException:
         child.close()  # ends the child before its folders are removed
-        for part in parts:
-            remove_quietly(part)
-        if isinstance(err, (JobCancelled, GeneratorExit, KeyboardInterrupt)):
-            from engine.artifacts import delete_artifact
-
-            for final in promoted:
-                delete_artifact(final)
+        if own_txn:  # else the job's owner undoes it
+            txn.rollback()
         raise
 
 

@@ -14,12 +14,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from engine.artifacts import read_sidecar
+from engine.artifacts import made_by_quantdesk, read_sidecar
 from engine.backends.base import Plan, QuantizeRequest
 from engine.backends.options import BnbOptions
 from engine.errors import QuantDeskError
 from engine.formats import Format
-from engine.fsutil import check_output_folder, part_path, require_free_space
+from engine.fsutil import check_not_foreign, check_output_folder, part_path, require_free_space
 from engine.hardware import has_avx2
 from engine.inspect import model_name, safetensors_tensors
 from engine.units import format_bytes
@@ -96,11 +96,7 @@ def plan_job(request: QuantizeRequest, targets: list[Format]) -> BnbPlan:
         final = out_dir / name
         if final.resolve() == source.folder.resolve():
             raise QuantDeskError(f"The output {final} would replace the source; choose another --out folder.")
-        if final.exists() and read_sidecar(final) is None:
-            raise QuantDeskError(
-                f"{final} already exists and was not made by QuantDesk; move it away or choose another "
-                "--out folder."
-            )
+        check_not_foreign(final, made_by_quantdesk, request.overwrite)
     device = plan_device(request)
     if device == "cpu":
         problem = cpu_problem()

@@ -1,7 +1,7 @@
 """The child-process side of the bitsandbytes backend: quantize, save, reload, verify.
 
 Runs under ``engine.jobs.run_in_child``; talks to the parent only through the
-reporter. Each target is written into its ``.part`` folder; the parent
+reporter. Each target is written into its temporary folder; the parent
 renames it once every target has been verified.
 """
 
@@ -144,6 +144,7 @@ def _quantize_one(report: _Reporter, source: Path, job: dict[str, Any], device: 
     from transformers.utils import logging as hf_logging
 
     part = Path(job["part"])
+    name = job.get("name") or part.name  # the folder's final name, for messages
     label = job["label"]
     settings = dict(job["bnb_config"])
     if "bnb_4bit_compute_dtype" in settings:
@@ -182,7 +183,7 @@ def _quantize_one(report: _Reporter, source: Path, job: dict[str, Any], device: 
 
     # Saved before the first forward pass: on CPUs with AVX512-BF16, bitsandbytes repacks 4-bit
     # weights on the first forward and does not restore them exactly when saving afterwards.
-    report.send("saving", 0.0, f"Saving {part.name[: -len('.part')]}")
+    report.send("saving", 0.0, f"Saving {name}")
     part.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(part)
     _save_tokenizer(tokenizer, part, source, label)
@@ -195,7 +196,7 @@ def _quantize_one(report: _Reporter, source: Path, job: dict[str, Any], device: 
     del model
     _free_memory(torch)
 
-    report.send("verifying", 0.0, f"Reloading {part.name[: -len('.part')]} to check it")
+    report.send("verifying", 0.0, f"Reloading {name} to check it")
     reloaded = AutoModelForCausalLM.from_pretrained(part, device_map=device_map, trust_remote_code=False)
     reloaded.eval()
     if _count_quantized(reloaded) != quantized:
@@ -219,7 +220,7 @@ def _quantize_one(report: _Reporter, source: Path, job: dict[str, Any], device: 
             f"({agree:.0%} of next-token predictions agree, logits differ by {drift:.1%}); nothing was kept. "
             'Upgrade bitsandbytes (pip install -U "bitsandbytes>=0.47") or choose a GGUF type.'
         )
-    report.send("verifying", 1.0, f"{part.name[: -len('.part')]} reloads and predicts as saved")
+    report.send("verifying", 1.0, f"{name} reloads and predicts as saved")
     result = {
         "format": job["format"],
         "device": device,

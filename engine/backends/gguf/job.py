@@ -1,8 +1,9 @@
 """One GGUF job: convert once (HF sources), quantize every target from that, verify, then rename.
 
 Nothing the job writes carries its final name until every target is made and
-verified: on cancel or failure the ``.part`` files go, the folder is left as
-it was, and a folder the job created is removed again.
+verified: everything is written under QuantDesk's temporary names, recorded in
+the job's transaction (engine.fsutil.Transaction), and on cancel or failure
+exactly those paths go and every earlier output that was replaced comes back.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from engine import __version__
-from engine.artifacts import sidecar_path, write_sidecar
-from engine.backends.base import OutputRecord
+from engine.artifacts import is_sidecar, made_by_quantdesk, sidecar_path, write_sidecar
+from engine.backends.base import OutputRecord, plan_transaction
 from engine.backends.gguf.convert import convert_worker
 from engine.backends.gguf.plan import GgufPlan, Output
 from engine.backends.gguf.quantize import quantize_worker
 from engine.backends.gguf.verify import read_gguf_facts, verify_gguf
 from engine.errors import JobCancelled, QuantDeskError
-from engine.fsutil import promote, remove_quietly
+from engine.fsutil import Transaction
 from engine.jobs import CancelToken, JobGen, Progress, relay, run_in_child
 from engine.modelcard import write_model_card
 
@@ -33,15 +34,15 @@ CONVERT_WEIGHT = 2.0  # a conversion takes about twice as long as one quantizati
 
 def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
     """The job itself; yields Progress with fraction 0..1, returns the outputs."""
-    created = _make_folder(plan.out_dir)
-    parts = [o.part for o in plan.quantize] + ([plan.intermediate.part] if plan.intermediate else [])
-    promoted: list[Path] = []
     progress = _Fractions(CONVERT_WEIGHT if plan.kind == "hf" else 0.0, len(plan.quantize))
     versions = tool_versions(plan)
     metadata = provenance(plan, versions)
     params: dict[str, int] = {}
     quantizer: _Quantizer | None = None
     started: list[Iterator[Any]] = []
+    txn, own_txn = plan_transaction(plan)
+    for out in plan.quantize + ([plan.intermediate] if plan.intermediate else []):
+        txn.part(out.final)  # recorded before a child starts writing it
     try:
         for warning in plan.warnings:
             yield Progress(step="warning", fraction=0.0, message=warning)
@@ -74,29 +75,24 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
         yield Progress(step="finish", fraction=1.0, message="Renaming verified files into place")
         records: list[OutputRecord] = []
         for out in plan.outputs:
-            promote(out.part, out.final)
-            promoted.append(out.final)
-            records.append(_record(plan, out, params.get(out.type, 0), versions))
+            txn.promote(out.part, out.final, made_by_quantdesk)  # an earlier version waits aside until the end
+            records.append(_record(plan, out, params.get(out.type, 0), versions, txn))
         if plan.intermediate is not None and not plan.keep_intermediate:
-            remove_quietly(plan.intermediate.part)
+            txn.discard(plan.intermediate.part)
         try:
-            write_model_card(plan.out_dir, source=plan.source.resolve())
-        except OSError as err:  # the files are good; a card that cannot be written must not undo them
+            write_model_card(plan.out_dir, source=plan.source.resolve(), txn=txn)
+        except (OSError, QuantDeskError) as err:  # the files are good; a card that cannot be written must not undo them
             yield Progress(step="warning", fraction=1.0, message=f"The model card was not written ({err}).")
+        if own_txn:
+            txn.commit()
         return records
     except BaseException as err:
         if quantizer is not None:
             quantizer.stop()
         for child in started:
             child.close()  # type: ignore[attr-defined]
-        for path in parts:
-            remove_quietly(path)
-        for path in promoted:
-            remove_quietly(path)
-            remove_quietly(sidecar_path(path))
-        for folder in reversed(created):
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only when empty: never anything of the user's
+        if own_txn:  # else the job's owner undoes it, after every backend's children are gone
+            txn.rollback()
         if cancel.cancelled and isinstance(err, QuantDeskError) and not isinstance(err, JobCancelled):
             raise JobCancelled() from None  # a worker hit by the same Ctrl-C reports it as its own error
         raise
@@ -257,7 +253,7 @@ class _Fractions:
 # --------------------------------------------------------------------------- helpers
 
 
-def _record(plan: GgufPlan, out: Output, params: int, versions: dict[str, str]) -> OutputRecord:
+def _record(plan: GgufPlan, out: Output, params: int, versions: dict[str, str], txn: Transaction) -> OutputRecord:
     size = out.final.stat().st_size
     options: dict[str, Any] = {"type": out.type, "input_type": plan.input_type, "threads": plan.threads}
     if params:
@@ -266,20 +262,10 @@ def _record(plan: GgufPlan, out: Output, params: int, versions: dict[str, str]) 
         options.update({k: v for k, v in plan.quant_options.items() if v})
         if plan.requantize:
             options["requantized_from"] = plan.input_type
+    txn.claim(sidecar_path(out.final), is_sidecar)
     write_sidecar(out.final, format=out.format.id, source=plan.source, options=options, versions=versions,
                   source_name=plan.model_name, source_params=plan.info.parameters or None)
     return OutputRecord(path=out.final, format=out.format.id, size_bytes=size)
-
-
-def _make_folder(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents; returns the ones created, outermost first."""
-    missing: list[Path] = []
-    p = folder.absolute()
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    return list(reversed(missing))
 
 
 def _warm_up(module: str) -> None:

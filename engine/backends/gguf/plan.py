@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.artifacts import made_by_quantdesk
 from engine.backends.base import Plan, QuantizeRequest
 from engine.backends.options import GgufOptions
 from engine.errors import QuantDeskError
 from engine.formats import FORMATS, Format
-from engine.fsutil import check_output_folder, part_path, require_free_space
+from engine.fsutil import check_not_foreign, check_output_folder, part_path, require_free_space
 from engine.inspect import ModelInfo, inspect_model, model_name, safetensors_tensors
 from engine.units import format_bytes
 
@@ -22,7 +23,7 @@ _METADATA_BYTES = 16 * _MIB  # vocabulary and header per file, generously
 
 @dataclass
 class Output:
-    """One GGUF file the job writes: first as ``part``, renamed to ``final`` once verified."""
+    """One GGUF file the job writes: first under QuantDesk's temporary name, renamed to ``final`` once verified."""
 
     format: Format
     final: Path
@@ -123,6 +124,8 @@ def plan_job(request: QuantizeRequest, targets: list[Format]) -> GgufPlan:
             raise QuantDeskError(
                 f"The output {out.final.name} would overwrite the source; choose another output folder."
             )
+        if out is not intermediate or keep:
+            check_not_foreign(out.final, made_by_quantdesk, request.overwrite)
     plan = GgufPlan(
         request=request, targets=list(targets), source=source, kind=kind, model_name=name, info=info, out_dir=out_dir, input_type=input_type,
         intermediate=intermediate, keep_intermediate=keep, quantize=quantize, converter=converter,
