@@ -164,9 +164,10 @@ class Session(QObject):
             return
         self.model_path = None
         before, self._before = self._before, None
-        self.model_failed.emit(path, message)
         if before is not None:
             self.model_path, self.model_info, self._info_obj, self.recommendation = before
+        self.model_failed.emit(path, message)
+        if before is not None:
             self.model_opened.emit(self.model_path, self.model_info)
             if self.recommendation:
                 self.recommendation_changed.emit(self.recommendation)

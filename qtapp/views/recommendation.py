@@ -121,14 +121,15 @@ class RecommendationView(QWidget):
 
     def _preset_chosen(self, index: int) -> None:
         data = self.context.itemData(index)
-        if data is not None:
+        if data is not None and int(data) != self.value:  # Enter in the box re-activates the current item
             self.commit_context(int(data))
 
     def _typed(self) -> None:
         text = self.context.currentText()
         index = self.context.findText(text)
         if index >= 0 and self.context.itemData(index) is not None:
-            self.commit_context(int(self.context.itemData(index)))
+            if int(self.context.itemData(index)) != self.value:
+                self.commit_context(int(self.context.itemData(index)))
             return
         n = parse_context(text)
         if n is None:

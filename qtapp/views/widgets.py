@@ -79,7 +79,7 @@ _PATH_ROLE = Qt.ItemDataRole.UserRole
 class PickList(QListWidget):
     """Models one can open at once: the demo, the Hugging Face cache, recent ones; each listed once.
 
-    Opens on a click, a double-click or Enter.
+    A click selects (to read the tooltip); a double-click or Enter opens.
     """
 
     open_requested = Signal(Path)
@@ -88,8 +88,7 @@ class PickList(QListWidget):
         super().__init__()
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.itemClicked.connect(self._open)
-        self.itemActivated.connect(self._open)  # double-click, and Enter
+        self.itemDoubleClicked.connect(self._open)
 
     def set_choices(self, entries: list[tuple[str, Path, str]]) -> None:
         """(text, path, tooltip) in order; a path already listed (the demo among the recent ones) is skipped."""

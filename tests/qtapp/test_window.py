@@ -49,7 +49,9 @@ def test_hf_cache_pick_and_drop_open_models(qtbot, gui_settings, smollm2_dir, tm
     qtbot.waitUntil(lambda: any(picks.item(i).text() == "HF cache: HuggingFaceTB/SmolLM2-135M-Instruct"
                                 for i in range(picks.count())), timeout=30_000)
     item = next(picks.item(i) for i in range(picks.count()) if picks.item(i).text().startswith("HF cache"))
-    picks.itemClicked.emit(item)
+    picks.setFocus()
+    picks.setCurrentItem(item)
+    qtbot.keyClick(picks, Qt.Key.Key_Return)  # Enter opens the pick (a single click only selects it)
     qtbot.waitUntil(lambda: window.session.model_path == snapshot and not window.session.busy, timeout=30_000)
     assert window.session.model_info["parameters"] == 134_515_008
 
