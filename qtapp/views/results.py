@@ -76,6 +76,7 @@ class ResultsView(QWidget):
         self.progress_box.hide()
         layout.addWidget(self.progress_box)
         self._job = None
+        self._started_at = 0.0
         splitter = QSplitter(Qt.Orientation.Vertical)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -144,6 +145,9 @@ class ResultsView(QWidget):
         self.eta.setText("")
         self.cancel_btn.show()
         self.progress_box.show()
+        import time
+
+        self._started_at = time.monotonic()
 
     def _job_progress(self, job, event: Any) -> None:
         if job is not self._job:
@@ -156,6 +160,8 @@ class ResultsView(QWidget):
         if getattr(event, "message", ""):
             self.progress_step.setText(event.message)
         eta = getattr(event, "eta_s", None)
+        if eta is None:
+            eta = _estimate_left(self._started_at, fraction)
         self.eta.setText(f"about {duration(eta)} left" if eta is not None else "")
 
     def _job_finished(self, job, outcome) -> None:
@@ -198,6 +204,16 @@ class ResultsView(QWidget):
             self.chart = QualityChart()
             self.chart_layout.addWidget(self.chart)
         return self.chart
+
+
+def _estimate_left(started_at: float, fraction: float | None) -> float | None:
+    """Where a step gives no ETA of its own: the time so far, stretched to the whole job."""
+    import time
+
+    if not fraction or fraction < 0.02 or fraction >= 1:
+        return None
+    elapsed = time.monotonic() - started_at
+    return elapsed / fraction * (1 - fraction) if elapsed >= 1 else None
 
 
 def plural(n: int, word: str) -> str:
