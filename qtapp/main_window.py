@@ -113,6 +113,7 @@ class MainWindow(QMainWindow):
         self.start_action.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
         self.stop_action = self._action("Stop", self.stop, QKeySequence("Ctrl+."), "stop")
         self.new_chat_action = self._action("&New chat", self.new_chat, QKeySequence("Ctrl+N"))
+        self.use_action = self._action("&Use the selected formats", self.use_selected_formats, QKeySequence("Ctrl+U"))
         self.tab_actions = []
         for i, title in enumerate(TAB_TITLES):
             action = self._action(title, lambda _c=False, i=i: self.show_tab(TABS[i]), QKeySequence(f"Ctrl+{i + 1}"))
@@ -132,7 +133,7 @@ class MainWindow(QMainWindow):
         for action in (*self.tab_actions, self.next_tab_action, self.prev_tab_action):
             view_menu.addAction(action)
         job_menu = menu.addMenu("&Actions")
-        for action in (self.start_action, self.stop_action, self.new_chat_action):
+        for action in (self.start_action, self.stop_action, self.use_action, self.new_chat_action):
             job_menu.addAction(action)
         for action in (self.open_action, self.start_action, self.stop_action):
             bar.addAction(action)
@@ -242,6 +243,11 @@ class MainWindow(QMainWindow):
         elif self.chat.busy:
             self.chat.stop()
 
+    def use_selected_formats(self) -> None:
+        """The Recommendation tab's selected rows become the Quantize ticks (the Use these formats button)."""
+        if self.recommendation.selected_formats():
+            self.recommendation.use_btn.click()
+
     def new_chat(self) -> None:
         self.show_tab("chat")
         self.chat.new_chat()
@@ -272,6 +278,7 @@ class MainWindow(QMainWindow):
         self.stop_action.setEnabled(self.queue.busy or self.chat.busy)
         self.stop_action.setToolTip("Stop the reply or cancel the running job (Ctrl+.)")
         self.new_chat_action.setEnabled(not self.chat.busy)
+        self.use_action.setEnabled(bool(self.recommendation.options))
 
     def _tab_changed(self, _index: int) -> None:
         """Keyboard users land where they can act."""

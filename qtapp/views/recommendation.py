@@ -84,7 +84,8 @@ class RecommendationView(QWidget):
         layout.addWidget(splitter, 1)
         bottom = QHBoxLayout()
         self.use_btn = QPushButton(icon("start"), "&Use these formats")
-        self.use_btn.setToolTip("Tick the selected rows' formats on the Quantize tab (Ctrl+click selects several)")
+        self.use_btn.setToolTip("Tick the selected rows' formats on the Quantize tab (Ctrl+U; Ctrl+click "
+                                "selects several rows)")
         self.use_btn.clicked.connect(self._use_clicked)
         self.use_btn.setEnabled(False)
         self.hint = muted("Best first. The Quantize tab starts with the three best options that fit; select rows "

@@ -134,7 +134,7 @@ def test_the_whole_journey_by_keyboard_only(qtbot, gui_settings, tmp_path, tiny_
     for _ in range(row):
         key(Qt.Key.Key_Down)
     assert rec.selected_formats() == ["gguf:Q8_0"]
-    key(Qt.Key.Key_U, Qt.KeyboardModifier.AltModifier)  # Use these formats
+    key(Qt.Key.Key_U, CTRL)  # Use these formats
     assert window.tabs.currentWidget() is window.quantize and window.quantize.targets() == ["gguf:Q8_0"]
     key(Qt.Key.Key_Return, CTRL)  # Quantize
     qtbot.waitUntil(lambda: window.queue.jobs and window.queue.jobs[-1].finished, timeout=180_000)
