@@ -281,7 +281,11 @@ class MainWindow(QMainWindow):
         self.use_action.setEnabled(bool(self.recommendation.options))
 
     def _tab_changed(self, _index: int) -> None:
-        """Keyboard users land where they can act."""
+        """Keyboard users land where they can act (once the page is shown: a hidden widget takes no focus)."""
+        QTimer.singleShot(0, self._focus_tab)
+        self.update_actions()
+
+    def _focus_tab(self) -> None:
         current = self.tabs.currentWidget()
         if current is self.chat:
             self.chat.prompt.setFocus()
@@ -291,7 +295,6 @@ class MainWindow(QMainWindow):
             self.recommendation.table.setFocus()
         elif current is self.quantize:
             self.quantize.start.setFocus()
-        self.update_actions()
 
     def _machine_changed(self, machine: dict) -> None:
         for pane in self.chat.panes():

@@ -133,6 +133,10 @@ class ChatView(QWidget):
     def set_models(self, choices: list[tuple[str, Path]], prefer: Path | None = None) -> None:
         """Left: the newest output unless one was asked for; right: the original, to compare against."""
         newest = choices[-1][1] if choices else None
+        before = {str(self.left.model.itemData(i)) for i in range(self.left.model.count())}
+        made = [path for _label, path in choices if str(path) not in before]
+        if before and made and prefer is None and not self.left.busy:
+            prefer = made[-1]  # an output that just appeared is the one to try
         self.left.set_models(choices, prefer, default=newest)
         self.right.set_models(choices, None, default=choices[0][1] if choices else None)
         self._update_send()

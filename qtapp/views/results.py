@@ -84,9 +84,13 @@ class ResultsView(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSortingEnabled(False)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col in range(1, len(COLUMNS)):
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)  # elided when narrow
+        self.table.setColumnWidth(1, 170)
+        for col in range(2, len(COLUMNS)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         splitter.addWidget(self.table)
         self.chart_holder = QWidget()
@@ -116,7 +120,7 @@ class ResultsView(QWidget):
             ]
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(str(row.get("path", "")))
+                item.setToolTip(f"{text}\n{row.get('path', '')}" if c < 2 else str(row.get("path", "")))
                 if c >= 2:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(r, c, item)
