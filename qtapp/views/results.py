@@ -89,7 +89,7 @@ class ResultsView(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)  # elided when narrow
-        self.table.setColumnWidth(1, 170)
+        self.table.setColumnWidth(1, 120)
         for col in range(2, len(COLUMNS)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         splitter.addWidget(self.table)
@@ -110,7 +110,7 @@ class ResultsView(QWidget):
             fmt = FORMATS.get(row.get("format", ""))
             cells = [
                 row.get("name") or Path(row.get("path", "")).name,
-                ("original · " if row.get("original") else "") + (fmt.label if fmt else row.get("format", "")),
+                "original" if row.get("original") else (fmt.label if fmt else row.get("format", "")),
                 format_bytes(row.get("size_bytes")),
                 _num(row.get("bits_per_weight"), 2),
                 _num(row.get("ppl"), 3),
