@@ -62,6 +62,33 @@ case "$(uname -s)" in
   *) die "this is the Linux installer; on Windows run packaging/install-windows.ps1 in PowerShell" ;;
 esac
 
+# --- the window's system libraries -------------------------------------------------------------
+
+# Qt's xcb platform plugin aborts without these (qtapp/platform_check.py checks the same list when
+# the window starts). Each entry is soname:Debian package; QUANTDESK_XCB_LIBRARIES replaces the list.
+xcb_libraries=${QUANTDESK_XCB_LIBRARIES:-"libxcb-cursor.so.0:libxcb-cursor0 libxcb-icccm.so.4:libxcb-icccm4
+  libxcb-image.so.0:libxcb-image0 libxcb-keysyms.so.1:libxcb-keysyms1 libxcb-randr.so.0:libxcb-randr0
+  libxcb-render-util.so.0:libxcb-render-util0 libxcb-shape.so.0:libxcb-shape0 libxcb-xkb.so.1:libxcb-xkb1
+  libxkbcommon-x11.so.0:libxkbcommon-x11-0 libxcb-util.so.1:libxcb-util1 libxcb-xfixes.so.0:libxcb-xfixes0
+  libxcb-sync.so.1:libxcb-sync1 libxcb-shm.so.0:libxcb-shm0 libxcb-render.so.0:libxcb-render0
+  libX11-xcb.so.1:libx11-xcb1 libxkbcommon.so.0:libxkbcommon0 libxcb.so.1:libxcb1"}
+
+check_xcb_libraries() {  # warns (the command line works without them); never stops the install
+  local known entry missing=() packages=()
+  known=$( (ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null) | awk '{print $1}')
+  [ -n "$known" ] || return 0
+  for entry in $xcb_libraries; do
+    if ! printf '%s\n' "$known" | grep -qxF "${entry%%:*}"; then
+      missing+=("${entry%%:*}")
+      packages+=("${entry#*:}")
+    fi
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "The window needs system libraries that are missing here (${missing[*]}); install them with: sudo apt install ${packages[*]}"
+}
+
+check_xcb_libraries
+
 # --- which builds ------------------------------------------------------------------------------
 
 # Prints "<count> <name of the first GPU>" when NVML (the NVIDIA driver's library) sees a GPU.

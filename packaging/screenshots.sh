@@ -6,7 +6,8 @@
 # MODEL defaults to the demo model (SmolLM2-135M-Instruct, prepared once). The
 # outputs shown (GGUF Q4_K_M and Q8_0, evaluated against the original) are made
 # once into a cache folder and reused. Each picture is `quantdesk gui --screenshot`
-# at 1280x800 and 1920x1080, offscreen, with settings kept away from the user's.
+# offscreen, with settings kept away from the user's: 1280x800 and 1920x1080, a small
+# laptop screen (1024x640), 200% scaling (QT_SCALE_FACTOR=2 on 1920x1080) and a dark palette.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -41,6 +42,11 @@ shot() {  # shot NAME SIZE TAB [extra args]
   echo "$SHOTS/$name-$size.png"
 }
 
+# The first start, before any model was opened (its own empty settings).
+XDG_CONFIG_HOME="$CACHE/config-first" "$PY" -m qtapp.launch gui --size 1280x800 \
+  --screenshot "$SHOTS/start-1280x800.png"
+echo "$SHOTS/start-1280x800.png"
+
 for size in 1280x800 1920x1080; do
   shot recommendation "$size" recommendation
   shot quantize "$size" quantize
@@ -48,3 +54,12 @@ for size in 1280x800 1920x1080; do
 done
 shot chat 1280x800 chat --prompt "What is the capital of France?"
 shot chat-side-by-side 1920x1080 chat --side-by-side --prompt "What is the capital of France?"
+
+# A small laptop screen, and 200% scaling: 960x540 logical pixels make a 1920x1080 picture.
+shot recommendation 1024x640 recommendation
+shot quantize 1024x640 quantize
+QT_SCALE_FACTOR=2 "$PY" -m qtapp.launch gui --model "$MODEL" --out "$OUT" --tab results --size 960x540 \
+  --screenshot "$SHOTS/results-200pct-1920x1080.png"
+echo "$SHOTS/results-200pct-1920x1080.png"
+# A dark palette (the chart follows it).
+shot results-dark 1280x800 results --theme dark

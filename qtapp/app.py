@@ -14,10 +14,16 @@ _T0 = float(os.environ.get("QUANTDESK_T0") or time.time())
 
 def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None = None,
             size: str | None = None, tab: str | None = None, out: str | None = None,
-            prompt: str | None = None, side_by_side: bool = False) -> int:
+            prompt: str | None = None, side_by_side: bool = False, theme: str | None = None) -> int:
     if screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         size = size or "1280x800"
+    from qtapp.platform_check import xcb_problem
+
+    problem = xcb_problem()
+    if problem:  # Qt would abort with its own message; say what to install instead
+        print(f"quantdesk: error: {problem}", file=sys.stderr)
+        return 1
     from PySide6.QtWidgets import QApplication
 
     from qtapp.assets import style_sheet
@@ -27,12 +33,14 @@ def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None
     app.setApplicationName("QuantDesk")
     app.setOrganizationName("QuantDesk")
     app.setDesktopFileName("quantdesk")  # lets docks match the window to quantdesk.desktop
-    app.setStyleSheet(style_sheet())
-    if out:
-        from qtapp import settings
+    if theme:
+        from qtapp.theme import apply
 
-        settings.set_output_folder(str(Path(out).expanduser().resolve()))
+        apply(app, theme)
+    app.setStyleSheet(style_sheet())
     window = MainWindow(model=Path(model) if model else None)
+    if out:
+        window.use_output_folder(Path(out))
     if os.environ.get("QUANTDESK_EXIT_AFTER_PAINT"):
         window.first_painted.connect(lambda: _report_first_paint(app))
     if size:
@@ -45,7 +53,7 @@ def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None
     window.chat.side_by_side.setChecked(side_by_side)
     window.show()
     if screenshot:
-        return _screenshot(app, window, screenshot, prompt)
+        return _screenshot(app, window, screenshot, prompt, tab)
     return app.exec()
 
 
@@ -56,12 +64,14 @@ def _report_first_paint(app) -> None:
     app.quit()
 
 
-def _screenshot(app, window, path: str, prompt: str | None) -> int:
+def _screenshot(app, window, path: str, prompt: str | None, tab: str | None = None) -> int:
     from qtapp.workers import wait_until
 
     wait_until(lambda: window.started, 10000)
     # Let machine detection, inspection and the recommendation land before grabbing.
     wait_until(lambda: not window.session.busy, 120000)
+    if tab:
+        window.show_tab(tab)  # opening a model shows the Recommendation tab
     if prompt:
         window.chat.prompt.setText(prompt)
         window.chat.send()

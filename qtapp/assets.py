@@ -15,8 +15,18 @@ def icon(name: str) -> QIcon:
     return QIcon(str(path)) if path.is_file() else QIcon()
 
 
+# Keyboard users must see where they are: a ring around whatever has the focus.
+FOCUS_RINGS = """
+QPushButton#Primary:focus { border: 2px solid palette(text); }
+QListWidget:focus, QTableWidget:focus, QTextBrowser:focus, QPlainTextEdit:focus {
+    border: 2px solid palette(highlight);
+}
+"""
+
+
 def style_sheet() -> str:
     try:
-        return resource_path("style.qss").read_text(encoding="utf-8")
+        base = resource_path("style.qss").read_text(encoding="utf-8")
     except OSError:
-        return ""
+        base = ""
+    return base + FOCUS_RINGS

@@ -38,6 +38,11 @@ class PaneChat:
 
         return work
 
+    def forget(self) -> None:
+        """A new chat: the loaded model stays, the conversation goes."""
+        if self.slot.chat is not None:
+            self.slot.chat.reset()
+
     def close(self) -> None:
         self.key = None
         self.slot.close()
@@ -50,7 +55,8 @@ def stats_line(reply: Any) -> str:
     parts = []
     if getattr(reply, "tokens_per_second", None):
         parts.append(f"{reply.tokens_per_second:.1f} tokens/s")
-    parts.append(f"{getattr(reply, 'tokens', 0)} tokens")
+    tokens = getattr(reply, "tokens", 0)
+    parts.append(f"{tokens} token" if tokens == 1 else f"{tokens} tokens")
     if getattr(reply, "time_to_first_token_s", None) is not None:
         parts.append(f"first token after {reply.time_to_first_token_s:.2f} s")
     if getattr(reply, "finish_reason", "") == "cancelled":

@@ -21,7 +21,8 @@ class JobController(QObject):
     """Turns the user's quantize and evaluate requests into queued jobs; says what to show through signals."""
 
     error = Signal(str)  # a sentence for the banner; "" clears it
-    jobs_shown = Signal()  # a job was queued from elsewhere: show the queue
+    evaluations_shown = Signal()  # an evaluation was queued: show its progress (on the Results tab)
+    out_dir_suggested = Signal(Path)  # the open model's output folder
     unavailable_changed = Signal(dict)  # format id -> how to install its backend
     library_changed = Signal(list)  # the engine's comparison rows, original first
     models_changed = Signal(list, object)  # [(label, path)] for the chat panes, the one to prefer
@@ -30,8 +31,10 @@ class JobController(QObject):
         super().__init__(parent)
         self.session = session
         self.queue = queue
-        self.out_dir = Path(settings.output_folder()).expanduser()
+        self.out_dir = settings.output_base()
+        self.out_override: Path | None = None  # ``--out``: every output of this run goes there
         queue.finished.connect(self._job_finished)
+        session.model_opened.connect(self._model_opened)
 
     def check_targets(self, format_ids: list[str]) -> None:
         """Grey out targets whose backend is missing here, with the engine's install hint."""
@@ -41,6 +44,20 @@ class JobController(QObject):
 
     def set_out_dir(self, folder: Path) -> None:
         self.out_dir = Path(folder)
+
+    def use_output_folder(self, folder: Path) -> None:
+        """Write every output of this run into ``folder``, whichever model is open."""
+        self.out_override = Path(folder).expanduser().resolve()
+        settings.add_written_folder(self.out_override)
+        self.out_dir_suggested.emit(self.out_override)
+
+    def _model_opened(self, path: Path, _info: dict) -> None:
+        """Each model has its own output folder, so two models never share a model card or Modelfile."""
+        from engine.inspect import model_name
+
+        folder = self.out_override or settings.model_output_folder(path, model_name(path))
+        self.out_dir = folder
+        self.out_dir_suggested.emit(folder)
 
     # --- quantize -------------------------------------------------------------
     def start_quantize(self, choice: QuantizeChoice) -> None:
@@ -55,7 +72,6 @@ class JobController(QObject):
         from engine.formats import get_format
 
         self.out_dir = out_dir = choice.out_dir
-        settings.set_output_folder(str(out_dir))
         request = QuantizeRequest(
             source=session.model_path,
             targets=[get_format(t) for t in choice.targets],
@@ -77,12 +93,18 @@ class JobController(QObject):
             return
         title = "Evaluate " + ", ".join(Path(p).name for p in paths)
         work = in_process(evaluate_job, [Path(p) for p in paths], self.session.model_path)
+        self.error.emit("")
         self.queue.add(JobSpec(title, work, "evaluate", None, {"paths": [str(p) for p in paths]}))
-        self.jobs_shown.emit()
+        self.evaluations_shown.emit()
 
-    def _job_finished(self, _job: Job, outcome: Outcome) -> None:
+    def _job_finished(self, job: Job, outcome: Outcome) -> None:
         if outcome.status == "error":
             self.error.emit(outcome.message)
+        elif outcome.status == "ok":
+            self.error.emit("")
+            source = job.spec.meta.get("source")
+            if job.spec.kind == "quantize" and source and job.spec.out_dir is not None:
+                settings.remember_output(Path(source), job.spec.out_dir)
         self.refresh_artifacts()
 
     # --- the library ------------------------------------------------------------
@@ -90,9 +112,9 @@ class JobController(QObject):
         source = self.session.model_path
         if source is None:
             return
-        out_dir = self.out_dir
+        folders = list(dict.fromkeys([self.out_dir, *map(Path, settings.written_folders())]))
         self.session.track(run_in_background(
-            lambda _c: _library(source, out_dir),
+            lambda _c: _library(source, folders),
             done=lambda rows, p=prefer: self._show_library(source, rows, p),
             failed=self.error.emit, parent=self))
 
@@ -112,17 +134,26 @@ def _label(row: dict[str, Any]) -> str:
     return fmt.label if fmt else (row.get("format") or "original")
 
 
-def _library(source: Path, out_dir: Path) -> list[dict[str, Any]]:
-    """The original and every artifact made from it, as the engine's comparison rows."""
+def _library(source: Path, folders: list[Path]) -> list[dict[str, Any]]:
+    """The original and every artifact made from it, in any folder QuantDesk wrote into, as comparison rows."""
     from engine.artifacts import artifacts_of, describe
     from engine.evaluate.compare import compare_rows
 
     original = describe(source)
-    artifacts = ([original] if original is not None else []) + artifacts_of(source, out_dir)
+    made: dict[str, Any] = {}
+    for folder in folders:
+        for artifact in artifacts_of(source, folder):
+            made.setdefault(str(Path(artifact.path).resolve()), artifact)
+    artifacts = ([original] if original is not None else []) + sorted(made.values(), key=_made_order)
     rows = [row.to_dict() for row in compare_rows(artifacts)]
     if rows and original is not None:
         rows[0]["original"] = True
     return rows
+
+
+def _made_order(artifact: Any) -> tuple[str, str]:
+    """Oldest first, so the newest output is last (the chat picks it)."""
+    return (getattr(artifact, "created_at", "") or "", artifact.path.name)
 
 
 def _target_hints(format_ids: list[str]) -> dict[str, str]:

@@ -51,6 +51,7 @@ class JobQueue(QObject):
     progress = Signal(object, object)  # Job, the engine's event
     cancelling = Signal(object)  # Job: cancel was asked of the running job
     finished = Signal(object, object)  # Job, Outcome
+    removed = Signal(object)  # Job: a finished job the user cleared from the list
     busy_changed = Signal(bool)
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -86,6 +87,12 @@ class JobQueue(QObject):
             job.state = "cancelling"
             self.cancelling.emit(job)
             self.current[1].cancel()
+
+    def clear_finished(self) -> None:
+        """Forget finished jobs (their files stay where they were written)."""
+        for job in [j for j in self.jobs if j.finished]:
+            self.jobs.remove(job)
+            self.removed.emit(job)
 
     def cancel_all(self) -> None:
         for job in list(self.pending):

@@ -38,6 +38,8 @@ class Session(QObject):
     recommendation_changed = Signal(dict)
     recommendation_failed = Signal(str)  # why there is none (the banner has the engine's sentence)
     choices_changed = Signal(object, list)  # demo path or None, [(name, path)] from the HF cache
+    demo_preparing = Signal(bool)  # the demo model is being built (the first time, about a minute)
+    demo_progress = Signal(object)  # the engine's Progress while it is
     error = Signal(str)
 
     MACHINE_REFRESH_MS = 3000
@@ -51,6 +53,8 @@ class Session(QObject):
         self.model_info: dict[str, Any] = {}
         self.recommendation: dict[str, Any] = {}
         self.context = 4096
+        self.demo_busy = False
+        self._before: tuple[Any, ...] | None = None  # the model open before the one being read
         self._pending: set[Task] = set()
         self._machine_task: Task | None = None
         self._machine_error = ""  # the last detection failure, reported once
@@ -109,6 +113,8 @@ class Session(QObject):
     # --- model ------------------------------------------------------------
     def open_model(self, path: Path) -> None:
         path = Path(path).expanduser()
+        if self.model_path is not None and self._info_obj is not None:
+            self._before = (self.model_path, self.model_info, self._info_obj, self.recommendation)
         self.model_path = path
         self.model_info = {}
         self._info_obj = None
@@ -122,28 +128,49 @@ class Session(QObject):
         ))
 
     def open_demo(self) -> None:
-        def work(_cancel):
-            from engine.demo import ensure_demo_model
+        """Prepare the demo model (reporting progress the first time), then open it."""
+        if self.demo_busy:
+            return
 
-            return ensure_demo_model()
+        def work(cancel):
+            from engine.demo_progress import prepare_demo
 
-        self.error.emit("")  # clear
-        self.track(run_in_background(work, done=self.open_model, failed=self.error.emit, parent=self))
+            return prepare_demo(cancel)
+
+        def ended(_outcome) -> None:
+            self.demo_busy = False
+            self.demo_preparing.emit(False)
+
+        self.demo_busy = True
+        self.demo_preparing.emit(True)
+        task = run_in_background(work, done=self.open_model, failed=self.error.emit,
+                                 progress=self.demo_progress.emit, parent=self)
+        task.ended.connect(ended)
+        self.track(task)
 
     def _opened(self, path: Path, info: Any) -> None:
         if path != self.model_path:
             return
         self._info_obj = info
+        self._before = None
         self.model_info = as_dict(info)
         settings.remember_model(path)
         self.model_opened.emit(path, self.model_info)
         self.recommend()
 
     def _failed(self, path: Path, message: str) -> None:
+        """The new model could not be read: say why, and keep the one that was open before."""
         if path != self.model_path:
             return
         self.model_path = None
+        before, self._before = self._before, None
+        if before is not None:
+            self.model_path, self.model_info, self._info_obj, self.recommendation = before
         self.model_failed.emit(path, message)
+        if before is not None:
+            self.model_opened.emit(self.model_path, self.model_info)
+            if self.recommendation:
+                self.recommendation_changed.emit(self.recommendation)
         self.error.emit(message)
 
     # --- recommendation ---------------------------------------------------

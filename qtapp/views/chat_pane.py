@@ -11,6 +11,7 @@ from PySide6.QtGui import QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QTextBrowser, QVBoxLayout, QWidget
 
 from qtapp.chat_link import PaneChat, stats_line
+from qtapp.views.widgets import muted
 from qtapp.workers import Outcome, Task, wait_until
 
 _PATH_ROLE = Qt.ItemDataRole.UserRole
@@ -19,6 +20,7 @@ _PATH_ROLE = Qt.ItemDataRole.UserRole
 class ChatPane(QWidget):
     busy_changed = Signal(bool)
     error = Signal(str)
+    model_changed = Signal()
 
     def __init__(self, title: str) -> None:
         super().__init__()
@@ -28,7 +30,8 @@ class ChatPane(QWidget):
         top.addWidget(QLabel(f"<b>{title}</b>"))
         self.model = QComboBox()
         self.model.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model.setMinimumContentsLength(18)
+        self.model.setMinimumContentsLength(14)
+        self.model.currentIndexChanged.connect(lambda _i: self.model_changed.emit())
         self.device = QComboBox()
         self.device.addItems(["CPU", "CUDA"])
         top.addWidget(self.model, 1)
@@ -38,6 +41,9 @@ class ChatPane(QWidget):
         self.transcript.setObjectName("Transcript")
         self.transcript.setOpenExternalLinks(False)
         layout.addWidget(self.transcript, 1)
+        self.loading = muted("")  # "Loading …" while the model loads; never left in the transcript
+        self.loading.hide()
+        layout.addWidget(self.loading)
         self.slot = PaneChat()
         self._task: Task | None = None
         self._reply = ""
@@ -81,7 +87,8 @@ class ChatPane(QWidget):
             return
         key = (str(path), self.device.currentText().lower())
         if key != self.slot.key:
-            self._note(f"Loading {path.name} on {key[1].upper()}…")
+            self.loading.setText(f"Loading {path.name} on {key[1].upper()}…")
+            self.loading.show()
         self._append(f"<b>You:</b> {html.escape(prompt)}")
         self._append(f"<b>{html.escape(path.name)}:</b> ")
         self._reply = ""
@@ -101,13 +108,23 @@ class ChatPane(QWidget):
         wait_until(lambda: not self.busy, 5000)
         self.slot.close()
 
+    def new_chat(self) -> None:
+        """Start over: the transcript and the model's memory of the conversation go; the model stays loaded."""
+        if self.busy:
+            return
+        self.transcript.clear()
+        self._reply = ""
+        self.slot.forget()
+
     def _token(self, piece: Any) -> None:
         if isinstance(piece, str):
+            self.loading.hide()
             self._reply += piece
             self._insert_text(piece)
 
     def _ended(self, outcome: Outcome) -> None:
         self._task = None
+        self.loading.hide()
         if outcome.status == "error":
             self._append(f"<span style='color:#e03131'>{html.escape(outcome.message)}</span>")
             self.error.emit(outcome.message)

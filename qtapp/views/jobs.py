@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QTextCursor
 from PySide6.QtWidgets import (
     QDialog,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -25,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from qtapp.assets import icon
 from qtapp.jobs import Job, JobQueue, JobSpec
-from qtapp.views.widgets import muted, panel
+from qtapp.views.widgets import ElidedLabel, muted, panel
 from qtapp.workers import Outcome
 
 
@@ -47,7 +48,10 @@ class JobRow(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(frame)
         top = QHBoxLayout()
-        self.title = QLabel(f"<b>{spec.title}</b>")
+        self.title = ElidedLabel(spec.title, Qt.TextElideMode.ElideRight)
+        bold = self.title.font()
+        bold.setBold(True)
+        self.title.setFont(bold)
         self.state = muted("waiting")
         top.addWidget(self.title, 1)
         top.addWidget(self.state)
@@ -64,6 +68,25 @@ class JobRow(QWidget):
         info.addWidget(self.step, 1)
         info.addWidget(self.eta)
         layout.addLayout(info)
+        self.where = muted(f"Writing into {spec.out_dir}" if spec.out_dir else "")
+        self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.where.setVisible(bool(spec.out_dir))
+        layout.addWidget(self.where)
+        # When no file manager can show the folder: its path, to copy.
+        self.path_row = QWidget()
+        path_box = QHBoxLayout(self.path_row)
+        path_box.setContentsMargins(0, 0, 0, 0)
+        self.path_note = QLabel("No file manager is set up to open folders here; the folder is:")
+        self.path_field = QLineEdit()
+        self.path_field.setReadOnly(True)
+        self.copy_btn = QPushButton("Copy path")
+        self.copy_btn.clicked.connect(self._copy_path)
+        path_box.addWidget(self.path_note)
+        path_box.addWidget(self.path_field, 1)
+        path_box.addWidget(self.copy_btn)
+        self.path_row.hide()
+        layout.addWidget(self.path_row)
+        self._log_view: QPlainTextEdit | None = None
         buttons = QHBoxLayout()
         self.cancel_btn = QPushButton(icon("stop"), "Cancel")
         self.cancel_btn.clicked.connect(self._cancel_clicked)
@@ -93,7 +116,20 @@ class JobRow(QWidget):
         self.evaluate_requested.emit(list(self.outputs))
 
     def log(self, line: str) -> None:
-        self.log_lines.append(f"{time.strftime('%H:%M:%S')} {line}")
+        self._add_log(f"{time.strftime('%H:%M:%S')} {line}")
+
+    def _add_log(self, text: str) -> None:
+        """Keep the line; an open Log window follows the job live, scrolled to the end."""
+        self.log_lines.append(text)
+        view = self._log_view
+        if view is not None:
+            view.appendPlainText(text)
+            view.moveCursor(QTextCursor.MoveOperation.End)
+            view.ensureCursorVisible()
+
+    @property
+    def ended(self) -> bool:
+        return self.state.text() in ("done", "cancelled", "failed")
 
     def started(self) -> None:
         self.state.setText("running")
@@ -129,13 +165,17 @@ class JobRow(QWidget):
             parts.append(event.message)
         self.step.setText(" · ".join(p for p in parts if p))
         eta = getattr(event, "eta_s", None)
-        self.eta.setText(f"about {_duration(eta)} left" if eta is not None else "")
+        self.eta.setText(f"about {duration(eta)} left" if eta is not None else "")
 
     def finished(self, outcome: Outcome) -> None:
         self._paint_timer.stop()
         self._latest = None
         self.cancel_btn.hide()
         self.eta.setText("")
+        folder = self.folder()
+        if folder is not None:
+            self.where.setText(f"In {folder}")
+            self.where.show()
         if outcome.status == "ok":
             self.outputs = [Path(getattr(o, "path", o)) for o in (outcome.value or [])
                             if isinstance(o, (str, Path)) or hasattr(o, "path")]
@@ -149,6 +189,11 @@ class JobRow(QWidget):
             self.folder_btn.show()
         elif outcome.status == "cancelled":
             self.state.setText("cancelled")
+            self.bar.setProperty("state", "cancelled")
+            self.bar.setFormat("cancelled")
+            self.bar.setStyleSheet("QProgressBar::chunk { background: palette(mid); } "
+                                   "QProgressBar { color: palette(placeholder-text); }")
+            self.where.setText("Nothing was kept." if self.spec.kind == "quantize" else "")
             self.step.setText(outcome.message or "Cancelled; nothing was written.")
             self.log("cancelled")
         else:
@@ -157,8 +202,10 @@ class JobRow(QWidget):
             self.step.setText(outcome.message)
             self.step.setWordWrap(True)
             self.log(f"error: {outcome.message}")
+            self.bar.setProperty("state", "failed")
+            self.bar.setFormat("failed")
             if outcome.detail:
-                self.log_lines.append(outcome.detail)
+                self._add_log(outcome.detail)
 
     def open_log(self) -> None:
         dialog = QDialog(self)
@@ -166,13 +213,32 @@ class JobRow(QWidget):
         dialog.resize(720, 420)
         text = QPlainTextEdit("\n".join(self.log_lines))
         text.setReadOnly(True)
+        text.moveCursor(QTextCursor.MoveOperation.End)
         QVBoxLayout(dialog).addWidget(text)
+        self._log_view = text
+        dialog.finished.connect(self._log_closed)
+        self.log_dialog = dialog
         dialog.show()
 
+    def _log_closed(self) -> None:
+        self._log_view = None
+
+    def folder(self) -> Path | None:
+        return self.spec.out_dir or (self.outputs[0].parent if self.outputs else None)
+
     def _open_folder(self) -> None:
-        folder = self.spec.out_dir or (self.outputs[0].parent if self.outputs else None)
-        if folder:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+        """Open the folder in the file manager; where none is set up, show its path to copy."""
+        folder = self.folder()
+        if folder is None:
+            return
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            self.path_field.setText(str(folder))
+            self.path_row.show()
+            self.path_field.setFocus()
+            self.path_field.selectAll()
+
+    def _copy_path(self) -> None:
+        QGuiApplication.clipboard().setText(self.path_field.text())
 
 
 class JobList(QWidget):
@@ -181,13 +247,22 @@ class JobList(QWidget):
     cancel_requested = Signal(object)  # Job
     chat_requested = Signal(Path)
     evaluate_requested = Signal(list)
+    clear_requested = Signal()
 
     def __init__(self) -> None:
         super().__init__()
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
+        top = QHBoxLayout()
         self.empty = muted("No jobs yet. Choose targets above and press Quantize (Ctrl+Enter).")
-        outer.addWidget(self.empty)
+        top.addWidget(self.empty, 1)
+        top.addStretch(0)
+        self.clear_btn = QPushButton("C&lear finished")
+        self.clear_btn.setToolTip("Remove finished, failed and cancelled jobs from this list (their files stay)")
+        self.clear_btn.clicked.connect(self._clear_clicked)
+        self.clear_btn.setEnabled(False)
+        top.addWidget(self.clear_btn)
+        outer.addLayout(top)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         inner = QWidget()
@@ -199,8 +274,12 @@ class JobList(QWidget):
         self.rows: list[JobRow] = []
         self._row_of: dict[Job, JobRow] = {}
 
+    def _clear_clicked(self) -> None:
+        self.clear_requested.emit()
+
     def watch(self, queue: JobQueue) -> None:
         """Follow ``queue``: a row per job, updated from its signals."""
+        queue.removed.connect(self._removed)
         queue.added.connect(self._added)
         queue.started.connect(self._started)
         queue.progress.connect(self._progress)
@@ -231,9 +310,20 @@ class JobList(QWidget):
 
     def _finished(self, job: Job, outcome: Outcome) -> None:
         self._row_of[job].finished(outcome)
+        self.clear_btn.setEnabled(True)
+
+    def _removed(self, job: Job) -> None:
+        row = self._row_of.pop(job, None)
+        if row is None:
+            return
+        self.rows.remove(row)
+        row.setParent(None)
+        row.deleteLater()
+        self.clear_btn.setEnabled(any(r.ended for r in self.rows))
+        self.empty.setVisible(not self.rows)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds} s"

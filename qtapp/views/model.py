@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -21,9 +19,9 @@ from PySide6.QtWidgets import (
 from engine.units import format_bytes
 from qtapp import settings
 from qtapp.assets import icon
-from qtapp.views.widgets import heading, muted, panel
+from qtapp.views.widgets import ElidedLabel, PickList, heading, muted, panel
 
-_PATH_ROLE = Qt.ItemDataRole.UserRole
+DEMO_LABEL = "Demo model: SmolLM2-135M-Instruct"
 
 
 class ModelPanel(QWidget):
@@ -47,13 +45,12 @@ class ModelPanel(QWidget):
         buttons.addWidget(self.open_file)
         layout.addLayout(buttons)
         layout.addWidget(muted("…or drop a folder or file on the window, or pick one:"))
-        self.picks = QListWidget()
+        self.picks = PickList()
         self.picks.setMaximumHeight(120)
-        self.picks.itemClicked.connect(self._picked)
+        self.picks.open_requested.connect(self.open_requested.emit)
         layout.addWidget(self.picks)
 
-        self.title = QLabel("No model open yet.")
-        self.title.setWordWrap(True)
+        self.title = ElidedLabel("No model open yet.")
         self.title.setObjectName("Heading")
         layout.addWidget(self.title)
         self.form = QFormLayout()
@@ -69,23 +66,8 @@ class ModelPanel(QWidget):
 
     # --- picks -----------------------------------------------------------
     def set_choices(self, demo: Path | None, cached: list[tuple[str, Path]]) -> None:
-        """Demo model, models in the Hugging Face cache, then recently opened ones."""
-        self.picks.clear()
-        if demo is not None:
-            self._add_pick("Demo model: SmolLM2-135M-Instruct", demo, "Prepared once from an installed package")
-        for name, path in cached:
-            self._add_pick(f"HF cache: {name}", path, str(path))
-        for recent in settings.recent_models():
-            self._add_pick(f"Recent: {Path(recent).name}", Path(recent), recent)
-
-    def _add_pick(self, text: str, path: Path, tip: str) -> None:
-        item = QListWidgetItem(text)
-        item.setData(_PATH_ROLE, str(path))
-        item.setToolTip(tip)
-        self.picks.addItem(item)
-
-    def _picked(self, item: QListWidgetItem) -> None:
-        self.open_requested.emit(Path(item.data(_PATH_ROLE)))
+        """Demo model, models in the Hugging Face cache, then recently opened ones; each once."""
+        self.picks.set_choices(pick_entries(demo, cached))
 
     def _pick_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a model folder", settings.last_open_folder())
@@ -99,6 +81,11 @@ class ModelPanel(QWidget):
             self.open_requested.emit(Path(path))
 
     # --- summary ---------------------------------------------------------
+    def show_preparing_demo(self) -> None:
+        self.title.setText("Preparing the demo model…")
+        self._clear_form()
+        self.problems.hide()
+
     def show_loading(self, path: Path) -> None:
         self.title.setText(f"Reading {path.name}…")
         self._clear_form()
@@ -111,7 +98,7 @@ class ModelPanel(QWidget):
     def show_info(self, path: Path, info: dict[str, Any]) -> None:
         """Render an inspection report shaped like ``quantdesk inspect --json``."""
         self.title.setText(info.get("name") or path.name)
-        self.title.setToolTip(str(path))
+        self.title.setToolTip(f"{info.get('name') or path.name}\n{path}")
         self._clear_form()
         params = info.get("parameters")
         rows = [
@@ -123,10 +110,11 @@ class ModelPanel(QWidget):
             ("On disk", format_bytes(info["bytes_on_disk"]) if info.get("bytes_on_disk") else None),
             ("Context", f"{info['context_length']:,} tokens" if info.get("context_length") else None),
             ("Layers", info.get("layers")),
-            ("Heads / KV heads", _pair(info.get("attention_heads"), info.get("kv_heads"))),
+            ("Attention", attention_text(info.get("attention_heads"), info.get("kv_heads"))),
             ("Chat template", _yes_no(info.get("has_chat_template"))),
             ("Tokenizer", _yes_no(info.get("has_tokenizer"))),
-            ("GGUF converter", _yes_no(info.get("gguf_convertible"), "supports it", "does not support it")),
+            ("GGUF", None if info.get("kind") == "gguf" else
+             _yes_no(info.get("gguf_convertible"), "llama.cpp can convert it", "llama.cpp cannot convert it")),
         ]
         for label, value in rows:
             if value not in (None, ""):
@@ -148,7 +136,30 @@ def _yes_no(value: Any, yes: str = "yes", no: str = "missing") -> str | None:
     return yes if value else no
 
 
-def _pair(a: Any, b: Any) -> str | None:
-    if a is None and b is None:
+def attention_text(heads: Any, kv_heads: Any) -> str | None:
+    """Plain words for the attention layout, e.g. "Grouped-query attention (9 heads, 3 KV heads)"."""
+    if not heads:
         return None
-    return f"{a if a is not None else '?'} / {b if b is not None else '?'}"
+    if not kv_heads or kv_heads == heads:
+        return f"Multi-head attention ({heads} heads)"
+    if kv_heads == 1:
+        return f"Multi-query attention ({heads} heads, 1 KV head)"
+    return f"Grouped-query attention ({heads} heads, {kv_heads} KV heads)"
+
+
+def pick_entries(demo: Path | None, cached: list[tuple[str, Path]],
+                 with_demo: bool = True) -> list[tuple[str, Path, str]]:
+    """The picks as (text, path, tooltip): demo, Hugging Face cache, recent; the list drops repeats."""
+    entries: list[tuple[str, Path, str]] = []
+    if demo is not None and with_demo:
+        entries.append((DEMO_LABEL, demo, "Prepared once from an installed package"))
+    for name, path in cached:
+        entries.append((f"HF cache: {name}", path, str(path)))
+    for recent in settings.recent_models():
+        if demo is not None and Path(recent) == demo:
+            if with_demo:
+                continue
+            entries.append((DEMO_LABEL, demo, recent))
+            continue
+        entries.append((f"Recent: {Path(recent).name}", Path(recent), recent))
+    return entries

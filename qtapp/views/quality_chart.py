@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCharts import QChart, QChartView, QScatterSeries, QValueAxis
-from PySide6.QtCore import QPointF, Qt
-from PySide6.QtGui import QPainter
+from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtGui import QPainter, QPalette
 
 GiB = 1024**3
 MiB = 1024**2
@@ -21,7 +21,34 @@ class QualityChart(QChartView):
         chart.setBackgroundRoundness(4)
         super().__init__(chart)
         self.setRenderHint(QPainter.RenderHint.Antialiasing)
-        self.setMinimumHeight(220)
+        self.setMinimumHeight(180)
+        self.follow_palette()
+
+    def is_dark(self) -> bool:
+        return self.palette().color(QPalette.ColorRole.Window).lightness() < 128
+
+    def follow_palette(self) -> None:
+        """Light or dark like the rest of the window (QtCharts keeps its own light theme otherwise)."""
+        chart = self.chart()
+        chart.setTheme(QChart.ChartTheme.ChartThemeDark if self.is_dark() else QChart.ChartTheme.ChartThemeLight)
+        palette = self.palette()
+        chart.setBackgroundBrush(palette.color(QPalette.ColorRole.Base))
+        chart.setTitleBrush(palette.color(QPalette.ColorRole.Text))
+        chart.legend().setLabelColor(palette.color(QPalette.ColorRole.Text))
+        for axis in chart.axes():
+            self._colour_axis(axis)
+        self.setBackgroundBrush(palette.color(QPalette.ColorRole.Window))
+
+    def _colour_axis(self, axis) -> None:
+        palette = self.palette()
+        axis.setLabelsColor(palette.color(QPalette.ColorRole.Text))
+        axis.setTitleBrush(palette.color(QPalette.ColorRole.Text))
+        axis.setGridLineColor(palette.color(QPalette.ColorRole.Mid))
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:
+            self.follow_palette()
 
     def show_rows(self, rows: list[dict[str, Any]]) -> None:
         chart = self.chart()
@@ -40,6 +67,8 @@ class QualityChart(QChartView):
         y_axis.setTitleText("Perplexity")
         chart.addAxis(x_axis, Qt.AlignmentFlag.AlignBottom)
         chart.addAxis(y_axis, Qt.AlignmentFlag.AlignLeft)
+        self._colour_axis(x_axis)
+        self._colour_axis(y_axis)
         xs, ys = [], []
         for row in points:
             series = QScatterSeries()

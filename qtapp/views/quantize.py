@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -45,12 +46,26 @@ class QuantizeChoice:
 
 
 class QuantizeView(QWidget):
+    """Scrolls as a whole on a small screen, so the job list keeps a usable height."""
+
     start_requested = Signal(object)  # QuantizeChoice
     out_dir_changed = Signal(Path)
+    targets_changed = Signal()
+
+    JOB_LIST_MIN_HEIGHT = 200
 
     def __init__(self) -> None:
         super().__init__()
-        layout = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        body = QWidget()
+        self.scroll.setWidget(body)
+        outer.addWidget(self.scroll)
+        layout = QVBoxLayout(body)
         layout.addWidget(heading("Quantize"))
         self.boxes: dict[str, QCheckBox] = {}
         grid = QGridLayout()
@@ -69,11 +84,15 @@ class QuantizeView(QWidget):
         layout.addWidget(self.more)
 
         out = QHBoxLayout()
-        out.addWidget(QLabel("Output folder"))
-        self.out_dir = QLineEdit(settings.output_folder())
-        self.out_dir.editingFinished.connect(lambda: settings.set_output_folder(self.out_dir.text().strip()))
+        out_label = QLabel("&Output folder")
+        out.addWidget(out_label)
+        self.out_dir = QLineEdit(str(settings.output_base()))
+        self.out_dir.setToolTip("Each model has its own folder; the one a job last wrote into successfully "
+                                "is remembered for that model.")
+        out_label.setBuddy(self.out_dir)
         self.out_dir.textChanged.connect(lambda _t: self.out_dir_changed.emit(self.chosen_out_dir()))
         browse = QPushButton(icon("folder"), "Choose…")
+        browse.setToolTip("Choose the folder this model's outputs go into")
         browse.clicked.connect(self._browse)
         out.addWidget(self.out_dir, 1)
         out.addWidget(browse)
@@ -118,7 +137,7 @@ class QuantizeView(QWidget):
         layout.addWidget(self.advanced)
 
         start_row = QHBoxLayout()
-        self.start = QPushButton(icon("start"), "Quantize")
+        self.start = QPushButton(icon("start"), "&Quantize")
         self.start.setObjectName("Primary")
         self.start.setToolTip("Add a job to the queue (Ctrl+Enter)")
         self.start.clicked.connect(self._start_clicked)
@@ -128,6 +147,7 @@ class QuantizeView(QWidget):
         layout.addLayout(start_row)
         layout.addWidget(heading("Jobs"))
         self.job_list = JobList()
+        self.job_list.setMinimumHeight(self.JOB_LIST_MIN_HEIGHT)
         layout.addWidget(self.job_list, 1)
 
     def _start_clicked(self) -> None:
@@ -137,7 +157,7 @@ class QuantizeView(QWidget):
         self.start_requested.emit(self.choice())
 
     def chosen_out_dir(self) -> Path:
-        return Path(self.out_dir.text().strip() or settings.output_folder()).expanduser()
+        return Path(self.out_dir.text().strip() or settings.output_base()).expanduser()
 
     def choice(self) -> QuantizeChoice:
         return QuantizeChoice(targets=self.targets(), out_dir=self.chosen_out_dir(),
@@ -148,6 +168,7 @@ class QuantizeView(QWidget):
         fmt = FORMATS[fid]
         box = QCheckBox(fmt.label)
         box.setToolTip(f"{fmt.label}: {fmt.bits_per_weight} bits per weight — {fmt.quality_note}")
+        box.toggled.connect(lambda _on: self.targets_changed.emit())
         self.boxes[fid] = box
         return box
 
@@ -155,7 +176,10 @@ class QuantizeView(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Where to write the outputs", self.out_dir.text())
         if folder:
             self.out_dir.setText(folder)
-            settings.set_output_folder(folder)
+
+    def set_out_dir(self, folder: Path) -> None:
+        """The open model's output folder (the user may still change it)."""
+        self.out_dir.setText(str(folder))
 
     def preselect(self, format_ids: list[str]) -> None:
         """Tick what the recommendation chose; the user can change it."""

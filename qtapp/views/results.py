@@ -10,6 +10,8 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
     QHeaderView,
+    QLabel,
+    QProgressBar,
     QPushButton,
     QSplitter,
     QTableWidget,
@@ -21,7 +23,7 @@ from PySide6.QtWidgets import (
 from engine.formats import FORMATS
 from engine.units import format_bytes
 from qtapp.assets import icon
-from qtapp.views.widgets import heading, muted
+from qtapp.views.widgets import heading, muted, panel
 
 COLUMNS = ["Artifact", "Format", "Size", "Bits/weight", "PPL", "ΔPPL", "KLD", "Tokens/s"]
 
@@ -30,6 +32,7 @@ class ResultsView(QWidget):
     evaluate_requested = Signal(list)
     chat_requested = Signal(Path)
     refresh_requested = Signal()
+    cancel_requested = Signal(object)  # the evaluation's Job
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,15 +42,41 @@ class ResultsView(QWidget):
         top.addStretch(1)
         self.refresh_btn = QPushButton("Refresh")
         self.refresh_btn.clicked.connect(self._refresh_clicked)
-        self.eval_btn = QPushButton(icon("evaluate"), "Evaluate selected")
+        self.eval_btn = QPushButton(icon("evaluate"), "&Evaluate selected")
+        self.eval_btn.setToolTip("Measure perplexity, KL divergence against the original and speed (Ctrl+Enter)")
         self.eval_btn.clicked.connect(self._evaluate_clicked)
-        self.chat_btn = QPushButton(icon("chat"), "Chat with selected")
+        self.chat_btn = QPushButton(icon("chat"), "C&hat with selected")
         self.chat_btn.clicked.connect(self._chat)
         for b in (self.refresh_btn, self.eval_btn, self.chat_btn):
             top.addWidget(b)
         layout.addLayout(top)
         self.summary = muted("Quantize the model to see its outputs here.")
         layout.addWidget(self.summary)
+        self.progress_box, box = panel()
+        head = QHBoxLayout()
+        self.progress_title = QLabel()
+        self.progress_state = muted("")
+        self.progress_state.setWordWrap(False)
+        self.cancel_btn = QPushButton(icon("stop"), "Cancel")
+        self.cancel_btn.clicked.connect(self._cancel_clicked)
+        head.addWidget(self.progress_title, 1)
+        head.addWidget(self.progress_state)
+        head.addWidget(self.cancel_btn)
+        box.addLayout(head)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        box.addWidget(self.progress)
+        info = QHBoxLayout()
+        self.progress_step = muted("")
+        self.eta = muted("")
+        self.eta.setWordWrap(False)
+        info.addWidget(self.progress_step, 1)
+        info.addWidget(self.eta)
+        box.addLayout(info)
+        self.progress_box.hide()
+        layout.addWidget(self.progress_box)
+        self._job = None
+        self._started_at = 0.0
         splitter = QSplitter(Qt.Orientation.Vertical)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -55,9 +84,13 @@ class ResultsView(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSortingEnabled(False)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col in range(1, len(COLUMNS)):
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)  # elided when narrow
+        self.table.setColumnWidth(1, 120)
+        for col in range(2, len(COLUMNS)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         splitter.addWidget(self.table)
         self.chart_holder = QWidget()
@@ -77,7 +110,7 @@ class ResultsView(QWidget):
             fmt = FORMATS.get(row.get("format", ""))
             cells = [
                 row.get("name") or Path(row.get("path", "")).name,
-                ("original · " if row.get("original") else "") + (fmt.label if fmt else row.get("format", "")),
+                "original" if row.get("original") else (fmt.label if fmt else row.get("format", "")),
                 format_bytes(row.get("size_bytes")),
                 _num(row.get("bits_per_weight"), 2),
                 _num(row.get("ppl"), 3),
@@ -87,16 +120,70 @@ class ResultsView(QWidget):
             ]
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(str(row.get("path", "")))
+                item.setToolTip(f"{text}\n{row.get('path', '')}" if c < 2 else str(row.get("path", "")))
                 if c >= 2:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(r, c, item)
         measured = sum(1 for row in rows if row.get("ppl") is not None)
         self.summary.setText(
-            f"{len(rows)} artifact(s), {measured} evaluated. Select rows and press Evaluate to measure "
+            f"{plural(len(rows), 'model')} listed, {measured} evaluated. Select rows and press Evaluate to measure "
             "perplexity, KL divergence against the original and speed."
             if rows else "Quantize the model to see its outputs here.")
         self._chart().show_rows(rows)
+
+    # --- evaluations in progress ------------------------------------------------
+    def watch(self, queue) -> None:
+        """Show the queue's evaluations here, with their progress and ETA."""
+        queue.started.connect(self._job_started)
+        queue.progress.connect(self._job_progress)
+        queue.finished.connect(self._job_finished)
+
+    def _job_started(self, job) -> None:
+        if job.spec.kind != "evaluate":
+            return
+        self._job = job
+        self.progress_title.setText(f"<b>{job.spec.title}</b>")
+        self.progress_state.setText("running")
+        self.progress.setValue(0)
+        self.progress_step.setText("Starting…")
+        self.eta.setText("")
+        self.cancel_btn.show()
+        self.progress_box.show()
+        import time
+
+        self._started_at = time.monotonic()
+
+    def _job_progress(self, job, event: Any) -> None:
+        if job is not self._job:
+            return
+        from qtapp.views.jobs import duration
+
+        fraction = getattr(event, "fraction", None)
+        if fraction is not None:
+            self.progress.setValue(int(1000 * max(0.0, min(1.0, fraction))))
+        if getattr(event, "message", ""):
+            self.progress_step.setText(event.message)
+        eta = getattr(event, "eta_s", None)
+        if eta is None:
+            eta = _estimate_left(self._started_at, fraction)
+        self.eta.setText(f"about {duration(eta)} left" if eta is not None else "")
+
+    def _job_finished(self, job, outcome) -> None:
+        if job is not self._job:
+            return
+        self.cancel_btn.hide()
+        self.eta.setText("")
+        state = {"ok": "done", "cancelled": "cancelled"}.get(outcome.status, "failed")
+        self.progress_state.setText(state)
+        if outcome.status == "ok":
+            self.progress.setValue(1000)
+            self.progress_step.setText("Measured; the numbers are in the table.")
+        else:
+            self.progress_step.setText(outcome.message)
+
+    def _cancel_clicked(self) -> None:
+        if self._job is not None:
+            self.cancel_requested.emit(self._job)
 
     def selected_paths(self) -> list[Path]:
         rows = sorted({i.row() for i in self.table.selectedIndexes()})
@@ -121,6 +208,20 @@ class ResultsView(QWidget):
             self.chart = QualityChart()
             self.chart_layout.addWidget(self.chart)
         return self.chart
+
+
+def _estimate_left(started_at: float, fraction: float | None) -> float | None:
+    """Where a step gives no ETA of its own: the time so far, stretched to the whole job."""
+    import time
+
+    if not fraction or fraction < 0.02 or fraction >= 1:
+        return None
+    elapsed = time.monotonic() - started_at
+    return elapsed / fraction * (1 - fraction) if elapsed >= 1 else None
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _num(value: Any, digits: int, signed: bool = False) -> str:

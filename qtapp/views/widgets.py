@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFontMetrics, QKeyEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
+    QListWidget,
+    QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -39,6 +45,87 @@ def panel() -> tuple[QFrame, QVBoxLayout]:
     return frame, layout
 
 
+class ElidedLabel(QLabel):
+    """One line of plain text that shortens itself with "…" when narrow; the whole text is its tooltip."""
+
+    def __init__(self, text: str = "", mode: Qt.TextElideMode = Qt.TextElideMode.ElideMiddle) -> None:
+        super().__init__()
+        self._full = ""
+        self._mode = mode
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(40)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        self._full = text
+        self.setToolTip(text)
+        self._elide()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = QFontMetrics(self.font()).elidedText(self._full, self._mode, max(self.width(), 40))
+        super().setText(shown)
+
+
+_PATH_ROLE = Qt.ItemDataRole.UserRole
+
+
+class PickList(QListWidget):
+    """Models one can open at once: the demo, the Hugging Face cache, recent ones; each listed once.
+
+    A click selects (to read the tooltip); a double-click or Enter opens.
+    """
+
+    open_requested = Signal(Path)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.itemDoubleClicked.connect(self._open)
+
+    def set_choices(self, entries: list[tuple[str, Path, str]]) -> None:
+        """(text, path, tooltip) in order; a path already listed (the demo among the recent ones) is skipped."""
+        self.clear()
+        seen: set[str] = set()
+        for text, path, tip in entries:
+            key = _same_path_key(path)
+            if key in seen:
+                continue
+            seen.add(key)
+            item = QListWidgetItem(text)
+            item.setData(_PATH_ROLE, str(path))
+            item.setToolTip(tip)
+            self.addItem(item)
+        if self.count() and self.currentRow() < 0:
+            self.setCurrentRow(0)
+
+    def paths(self) -> list[Path]:
+        return [Path(self.item(i).data(_PATH_ROLE)) for i in range(self.count())]
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.currentItem() is not None:
+            self._open(self.currentItem())
+            return
+        super().keyPressEvent(event)
+
+    def _open(self, item: QListWidgetItem) -> None:
+        self.open_requested.emit(Path(item.data(_PATH_ROLE)))
+
+
+def _same_path_key(path: Path) -> str:
+    try:
+        return str(Path(path).expanduser().resolve())
+    except OSError:
+        return str(path)
+
+
 class Meter(QWidget):
     """A caption above a bar, e.g. 'RAM  9.1 GiB of 23.4 GiB used'."""
 
@@ -62,13 +149,17 @@ class Meter(QWidget):
 
 
 class Banner(QFrame):
-    """A one-line message across the top of the window; errors in red, notes in blue."""
+    """A message floating over the top of the main area (it never pushes the layout down); errors in red.
+
+    The parent keeps it placed (``place``); it clears on the next action that succeeds.
+    """
 
     closed = Signal()
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
         self.setObjectName("ErrorBanner")
+        self.setAutoFillBackground(True)  # opaque: it floats over the tabs
         layout = QHBoxLayout(self)
         layout.setContentsMargins(8, 6, 6, 6)
         self.icon = QLabel()
@@ -96,6 +187,17 @@ class Banner(QFrame):
         self.style().polish(self)
         self.text.setText(message)
         self.show()
+        self.place()
+        self.raise_()
+
+    def place(self) -> None:
+        """Across the top of the parent, as tall as the message needs."""
+        parent = self.parentWidget()
+        if parent is None:
+            return
+        width = max(200, parent.width() - 24)
+        height = self.heightForWidth(width) if self.hasHeightForWidth() else self.sizeHint().height()
+        self.setGeometry(12, 6, width, max(height, self.sizeHint().height()))
 
     def dismiss(self) -> None:
         self.hide()

@@ -111,7 +111,7 @@ def test_cancel_after_the_last_event_still_shows_done(qtbot, main_window, tiny_d
             window.quantize.job_list.row_for(job).cancel_btn.click()
 
     window.queue.progress.connect(press_cancel_on_last_event)
-    window.tabs.setCurrentWidget(window.quantize)
+    window.show_tab("quantize")
     job = window.queue.add(JobSpec("tiny → Q8_0", work, "quantize", out))
     row = window.quantize.job_list.row_for(job)
     qtbot.waitUntil(lambda: job.finished, timeout=180_000)
