@@ -131,7 +131,7 @@ def _report(args: argparse.Namespace, message: str, code: int, *, cancelled: boo
 def _debug(err: BaseException) -> None:
     if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
         traceback.print_exception(err, file=sys.stderr)
-        child = getattr(err, "child_traceback", None)
+        child = getattr(err, "traceback", None)  # engine.jobs.ChildFailed: the child's own traceback
         if child:
             print(child, file=sys.stderr)
 
