@@ -38,6 +38,7 @@ Step = Literal[
     "convert", "quantize", "verify", "finish",  # GGUF
     "loading", "quantizing", "saving", "verifying", "finishing",  # bitsandbytes
     "original", "perplexity", "speed",  # evaluation
+    "download", "export",  # quantdesk get, quantdesk export
 ]
 STEPS: frozenset[str] = frozenset(get_args(Step))
 
