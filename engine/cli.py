@@ -131,9 +131,10 @@ def _report(args: argparse.Namespace, message: str, code: int, *, cancelled: boo
 def _debug(err: BaseException) -> None:
     if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
         traceback.print_exception(err, file=sys.stderr)
-        child = getattr(err, "child_traceback", None)
-        if child:
-            print(child, file=sys.stderr)
+        from engine.jobs import ChildFailed
+
+        if isinstance(err, ChildFailed) and err.traceback:  # the child's own traceback
+            print(err.traceback, file=sys.stderr)
 
 
 def _silence_stdout() -> None:

@@ -18,22 +18,18 @@ def evaluate_job(cancel: CancelToken, paths: list[Path], base: Path | None):
     """Perplexity, KL divergence against the original (when it is not the model itself) and speed."""
     from engine.evaluate.run import EvalRequest, evaluate
     from engine.evaluate.texts import read_text
-    from engine.jobs import Progress
+    from engine.jobs import Progress, relay
 
     text = read_text(None)
     results = []
     for i, path in enumerate(paths):
         same = base is not None and Path(path).resolve() == Path(base).resolve()
         request = EvalRequest(model=Path(path), text=text, base=None if same else base)
-        gen = evaluate(request, cancel)
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as done:
-                results.append(done.value)
-                break
-            if isinstance(event, Progress):
-                event.fraction = (i + event.fraction) / len(paths)
-                event.message = f"{Path(path).name}: {event.message}"
-            yield event
+
+        def within(event: Progress, i: int = i, name: str = Path(path).name) -> Progress:
+            event.fraction = (i + event.fraction) / len(paths)
+            event.message = f"{name}: {event.message}"
+            return event
+
+        results.append((yield from relay(evaluate(request, cancel), within)))
     return results

@@ -9,19 +9,13 @@ Errors arrive as the same one-line sentence the CLI prints.
 Queue jobs (quantize, evaluate) go one step further: ``in_process`` runs the
 engine generator in a separate Python process, so nothing the engine does in
 Python (reading a 300 MB GGUF back to verify it, importing numpy) can hold
-the window's interpreter lock. Cancel is cooperative there: the job process
-sets its CancelToken and the engine removes what it started.
+the window's interpreter lock. Cancel is cooperative there first: the job
+process sets its CancelToken and the engine removes what it started.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import multiprocessing as mp
-import os
-import queue
-import threading
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +24,7 @@ from typing import Any
 from PySide6.QtCore import QElapsedTimer, QEventLoop, QObject, QThreadPool, QTimer, Signal
 
 from engine.errors import JobCancelled, QuantDeskError
-from engine.jobs import CancelToken
+from engine.jobs import CancelToken, ChildFailed, job_in_child
 
 Work = Callable[[CancelToken], Any]
 
@@ -82,7 +76,7 @@ def _drive(work: Work, cancel: CancelToken):
     except JobCancelled as err:
         return Outcome("cancelled", message=str(err))
     except Exception as err:  # noqa: BLE001 - every failure reaches the window as one line
-        detail = getattr(err, "child_traceback", None) or traceback.format_exc()
+        detail = err.traceback if isinstance(err, ChildFailed) else traceback.format_exc()
         return Outcome("error", message=one_line(err), detail=detail)
     # Work that returned finished: a cancel that arrived after its last check changes
     # nothing it made, so the outcome says what happened, not what was asked.
@@ -144,83 +138,15 @@ def in_process(job: Callable[..., Any], *args: Any) -> Work:
     """Work that runs ``job(cancel, *args)`` (a generator yielding Progress) in its own process.
 
     ``job`` and ``args`` must pickle: a module-level function of a Qt-free module.
+    The process runs niced (and so do the workers it starts): a desktop app
+    should never feel frozen while it works. Cancel, errors and the window
+    dying follow the engine's one bridge, ``engine.jobs.job_in_child``.
     """
 
     def work(cancel: CancelToken):
-        ctx = mp.get_context("spawn")
-        events = ctx.Queue()
-        # A plain shared flag, polled: an Event's condition variable deadlocks set()
-        # when the waiting process has already exited.
-        stop = ctx.Value("b", 0, lock=False)
-        proc = ctx.Process(target=_process_main, args=(events, stop, job, args), name="quantdesk-job")
-        proc.start()
-        try:
-            while True:
-                if cancel.cancelled:
-                    stop.value = 1
-                try:
-                    kind, payload = events.get(timeout=0.05)
-                except queue.Empty:
-                    if proc.is_alive():
-                        continue
-                    try:
-                        kind, payload = events.get(timeout=1.0)
-                    except queue.Empty:
-                        raise QuantDeskError(
-                            f"The job's process stopped unexpectedly (exit code {proc.exitcode}); "
-                            "check free memory and try again.") from None
-                if kind == "progress":
-                    yield payload
-                elif kind == "result":
-                    return payload
-                elif kind == "cancelled":
-                    raise JobCancelled(payload)
-                else:
-                    err = QuantDeskError(payload[0])
-                    err.child_traceback = payload[1]  # type: ignore[attr-defined]
-                    raise err
-        finally:
-            stop.value = 1
-            proc.join(timeout=15)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=2)
-            events.close()
+        return job_in_child(job, *args, cancel=cancel, name="job", nice=JOB_NICENESS)
 
     return work
-
-
-def _process_main(events: Any, stop: Any, job: Callable[..., Any], args: tuple) -> None:
-    """The job process: drive the engine generator, forward its events, honour stop."""
-    cancel = CancelToken()
-    parent = os.getppid()
-    # The job (and the converter/quantizer processes it starts) yields the CPU to the
-    # window: a desktop app should never feel frozen while it works.
-    with contextlib.suppress(OSError, AttributeError):
-        os.nice(JOB_NICENESS)
-
-    def watch() -> None:
-        while not stop.value:
-            if os.getppid() != parent:  # the window went away: stop, clean up
-                break
-            time.sleep(0.05)
-        cancel.cancel()
-
-    threading.Thread(target=watch, daemon=True).start()
-    try:
-        gen = job(cancel, *args)
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as done:
-                events.put(("result", done.value))
-                break
-            events.put(("progress", event))
-    except JobCancelled as err:
-        events.put(("cancelled", str(err)))
-    except BaseException as err:  # noqa: BLE001 - reported to the window in one line
-        detail = getattr(err, "child_traceback", None) or traceback.format_exc()
-        events.put(("error", (one_line(err), detail)))
 
 
 def run_in_background(

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.chat.context import check_model_context
     from engine.evaluate.run import JSON_KEYS, EvalRequest, evaluate
     from engine.evaluate.texts import read_text
-    from engine.jobs import run_job
+    from engine.jobs import CancelToken, cancel_on_signals, run_job
 
     for path in (args.model, args.base):  # before anything is loaded or allocated
         if path:
@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
             last["msg"] = event.message
             print(f"[{event.fraction * 100:5.1f}%] {event.message}", file=sys.stderr, flush=True)
 
-    data = run_job(evaluate(request), None if args.json else show)
+    cancel = CancelToken()
+    with cancel_on_signals(cancel):  # Ctrl-C, SIGTERM, SIGHUP: the evaluation child ends, exit 130
+        data = run_job(evaluate(request, cancel), None if args.json else show)
     keys = [k for k in JSON_KEYS if k in data]
     out = {k: data.get(k) for k in keys}
     if "peak_rss_bytes" in data:

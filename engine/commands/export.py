@@ -55,9 +55,9 @@ def _emit(args: argparse.Namespace, data: dict[str, Any]) -> None:
 
 def _drive(args: argparse.Namespace, job: Any) -> Any:
     """Run a job with Ctrl-C as cancel; progress as JSON events or plain lines."""
-    from engine.commands.quantize import _cancel_on_signals
+    from engine.jobs import cancel_on_signals
 
-    with _cancel_on_signals(args._cancel):
+    with cancel_on_signals(args._cancel):
         while True:
             try:
                 event = next(job)

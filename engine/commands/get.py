@@ -34,16 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.commands.quantize import _cancel_on_signals
     from engine.errors import JobCancelled, QuantDeskError
     from engine.hub import download, plan_download
     from engine.inspect import inspect_model
-    from engine.jobs import CancelToken
+    from engine.jobs import CancelToken, cancel_on_signals
 
     out = _Json() if args.json else _Terminal()
     cancel = CancelToken()
     try:
-        with _cancel_on_signals(cancel):
+        with cancel_on_signals(cancel):
             plan = plan_download(args.repo_id, args.revision, args.token, ctx=args.ctx, cancel=cancel)
             out.plan(plan)
             if not args.yes and not _confirm(plan, args.json):

@@ -3,7 +3,7 @@
 A live progress bar in a terminal; with ``--json`` one JSON object per line on
 stdout (a stable contract): ``{"event": "progress", ...}`` events, then
 ``{"event": "done", "outputs": [...]}`` or ``{"event": "error", "message": ...}``.
-Ctrl-C, SIGINT and SIGTERM cancel cleanly: the worker ends, nothing is left.
+Ctrl-C, SIGTERM and SIGHUP cancel cleanly within seconds: the worker ends, nothing is left.
 Exit 0 only when every target was produced; 130 when cancelled.
 """
 
@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -61,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.backends import BnbOptions, GgufOptions, QuantizeRequest
     from engine.formats import parse_targets
     from engine.fsutil import check_out_text
-    from engine.jobs import CancelToken
+    from engine.jobs import CancelToken, cancel_on_signals, run_job
     from engine.quantize import quantize
 
     emit = _JsonEvents(sys.stdout) if args.json else _TerminalBar(sys.stderr)
@@ -81,15 +79,8 @@ def run(args: argparse.Namespace) -> int:
             source=Path(args.source).expanduser(), targets=targets, out_dir=Path(args.out).expanduser(),
             threads=args.threads, device=args.device, gguf=gguf, bnb=bnb, overwrite=args.overwrite,
         )
-        with _cancel_on_signals(cancel):
-            job = quantize(request, cancel)
-            while True:
-                try:
-                    event = next(job)
-                except StopIteration as stop:
-                    outputs = stop.value or []
-                    break
-                emit.progress(event)
+        with cancel_on_signals(cancel):
+            outputs = run_job(quantize(request, cancel), emit.progress) or []
     except JobCancelled as err:
         emit.error(str(err), cancelled=True)
         return 130
@@ -103,24 +94,6 @@ def run(args: argparse.Namespace) -> int:
         emit.error(f"Not produced: {', '.join(missing)}.")
         return 1
     return 0
-
-
-@contextmanager
-def _cancel_on_signals(cancel: Any):
-    """SIGINT and SIGTERM set the cancel flag; the job then ends its worker and cleans up."""
-    previous = {}
-
-    def handler(signum: int, _frame: Any) -> None:
-        cancel.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with suppress(ValueError):  # not the main thread: the caller owns the signals
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 class _JsonEvents:

@@ -1,8 +1,8 @@
 """The evaluation job: perplexity (and KL divergence against the original), speed, into the sidecar.
 
-The models are loaded in a child process: a cancel ends it at once, a crash
-in native code cannot take the window down, and its peak memory is the
-model's alone.
+The models are loaded in a child process (``engine.jobs.job_in_child``): a
+cancel ends it within seconds, a crash in native code cannot take the window
+down, and its peak memory is the model's alone.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import QuantDeskError
-from engine.jobs import CancelToken, ChildReporter, JobGen, Progress, run_in_child
+from engine.jobs import CancelToken, JobGen, Progress, job_in_child, relay
 
 JSON_KEYS = ("ppl", "ppl_stderr", "tokens", "kld_mean", "kld_p99", "same_top_pct", "prompt_tps", "gen_tps")
 
@@ -32,46 +32,39 @@ class EvalRequest:
     speed: bool = True
 
 
-def evaluate_now(request: EvalRequest, cancel: CancelToken | None = None,
-                 report: ChildReporter | None = None) -> dict[str, Any]:
-    """Run the measurements in this process; returns the flat results."""
+def measure(cancel: CancelToken, request: EvalRequest) -> JobGen[dict[str, Any]]:
+    """The measurements themselves, in this process; returns the flat results."""
     from engine.evaluate.perplexity import perplexity
     from engine.evaluate.scorers import open_scorer
     from engine.evaluate.speed import measure_speed
-
-    cancel = cancel or CancelToken()
 
     def scorer_for(path: Path) -> Any:
         return open_scorer(path, n_ctx=request.n_ctx, device=request.device, threads=request.threads,
                            gpu_layers=request.gpu_layers)
 
-    base = (lambda: scorer_for(request.base)) if request.base is not None else None
+    share = 0.9 if request.speed else 1.0
+
+    def scaled(event: Progress) -> Progress:
+        event.fraction *= share
+        return event
+
     scorer = None
-    if base is None:
-        scorer = scorer_for(request.model)
-    gen = None
     try:
-        if base is not None:
+        if request.base is not None:
             # The original runs first and is freed before the model under test loads.
-            gen = _kld_then_model(request, base, scorer_for, cancel)
+            base = request.base
+            gen = _kld_then_model(request, lambda: scorer_for(base), scorer_for, cancel)
         else:
+            scorer = scorer_for(request.model)
             gen = perplexity(scorer, request.text, request.n_ctx, cancel=cancel)
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            if report is not None:
-                event.fraction *= 0.9 if request.speed else 1.0
-                report.send("progress", **event.to_dict())
+        result = yield from relay(gen, scaled)
     finally:
         if scorer is not None:
             scorer.close()
     data = result.to_dict()
     if request.speed:
-        if report is not None:
-            report.send("progress", step="speed", fraction=0.92, message="Measuring speed")
+        cancel.raise_if_cancelled()
+        yield Progress(step="speed", fraction=0.92, message="Measuring speed")
         data.update(measure_speed(request.model, device=request.device, threads=request.threads,
                                   gpu_layers=request.gpu_layers).to_dict())
     return data
@@ -105,10 +98,6 @@ def _kld_then_model(request: EvalRequest, base: Any, scorer_for: Any, cancel: Ca
         model.close()
 
 
-def _child(reporter: ChildReporter, request: EvalRequest) -> dict[str, Any]:
-    return evaluate_now(request, report=reporter)
-
-
 def evaluate(request: EvalRequest, cancel: CancelToken | None = None, *, save: bool = True) -> JobGen[dict[str, Any]]:
     """The whole evaluation in a child process; the results also go into the model's sidecar."""
     if not Path(request.model).exists():
@@ -116,15 +105,7 @@ def evaluate(request: EvalRequest, cancel: CancelToken | None = None, *, save: b
     if request.base is not None and not Path(request.base).exists():
         raise QuantDeskError(f"The original model {request.base} does not exist; check --base.")
     yield Progress(step="load", fraction=0.0, message=f"Loading {Path(request.model).name}")
-    gen = run_in_child(_child, request, cancel=cancel)
-    while True:
-        try:
-            kind, payload = next(gen)
-        except StopIteration as stop:
-            data = stop.value
-            break
-        if kind == "progress":
-            yield Progress(**payload)
+    data = yield from job_in_child(measure, request, cancel=cancel, name="evaluation", grace_s=2.0)
     if save:
         record = dict(data)
         record.update(

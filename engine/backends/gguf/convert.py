@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,10 +28,9 @@ OUTTYPES = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0"
 def convert_worker(reporter: ChildReporter, source: str, dest: str, outtype: str, converter: str | None,
                    metadata: dict[str, str]) -> dict[str, Any]:
     """Child entry point: convert ``source`` to ``dest``; returns tensor count and file type."""
-    from engine.backends.gguf.child import child_setup
     from engine.trust import check_pickle
 
-    child_setup()
+    logging.disable(logging.WARNING)  # the converter logs each tensor; progress events replace that
     check_pickle(Path(source))  # the converter would torch.load() them
     _forbid_remote_code()  # it asks transformers for tokenizers with trust_remote_code=True
     reporter.send("phase", message="Loading llama.cpp's converter")

@@ -8,7 +8,6 @@ exactly those paths go and every earlier output that was replaced comes back.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import threading
@@ -26,7 +25,7 @@ from engine.backends.gguf.quantize import quantize_worker
 from engine.backends.gguf.verify import read_gguf_facts, verify_gguf
 from engine.errors import JobCancelled, QuantDeskError
 from engine.fsutil import Transaction
-from engine.jobs import CancelToken, JobGen, Progress, relay, run_in_child
+from engine.jobs import CancelToken, JobGen, Progress, SharedFlag, relay, run_in_child
 from engine.modelcard import write_model_card
 
 CONVERT_WEIGHT = 2.0  # a conversion takes about twice as long as one quantization
@@ -142,7 +141,8 @@ def _start_converter(plan: GgufPlan, cancel: CancelToken, metadata: dict[str, st
     inter = plan.intermediate
     assert inter is not None
     return run_in_child(convert_worker, str(plan.source), str(inter.part), inter.type,
-                        str(plan.converter) if plan.converter else None, metadata, cancel=cancel)
+                        str(plan.converter) if plan.converter else None, metadata, cancel=cancel,
+                        name="converter")
 
 
 def _convert_event(type_name: str, kind: str, p: Any, progress: _Fractions) -> Progress | None:
@@ -164,14 +164,12 @@ class _Quantizer:
 
     def __init__(self, plan: GgufPlan, source_file: Path, metadata: dict[str, str], cancel: CancelToken,
                  wait: bool) -> None:
-        import multiprocessing
-
         jobs = [{"src": str(source_file), "dst": str(out.part), "ftype": int(out.format.gguf_ftype or 0),
                  "type": out.type, "requantize": plan.requantize} for out in plan.quantize]
-        self._go = multiprocessing.get_context("spawn").Event() if wait else None
+        self._go = SharedFlag() if wait else None  # polled: no lock a dying process could keep
         self.cancel = _LinkedCancel(cancel)
         self.child = run_in_child(quantize_worker, jobs, plan.threads, plan.quant_options, metadata, self._go,
-                                  cancel=self.cancel)
+                                  cancel=self.cancel, name="quantizer")
         self._live = True
         next(self.child)  # "hello": the process is up and loading llama.cpp
 
@@ -180,13 +178,11 @@ class _Quantizer:
             self._go.set()
 
     def stop(self) -> None:
-        """End the process now (not after run_in_child's grace period)."""
+        """End the process now, by the bridge's cancel rule."""
         if not self._live:
             return
         self._live = False
-        self.cancel.cancel()
-        with contextlib.suppress(Exception, StopIteration):
-            next(self.child)
+        self.child.close()  # the bridge's clean-up: flag, grace, terminate, kill
 
 
 def _quantize(plan: GgufPlan, quantizer: _Quantizer, tensor_count: int,

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import QuantDeskError
+from engine.errors import JobCancelled, QuantDeskError
 from engine.jobs import ChildReporter
 
 _TENSOR_LINE = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]\s+(\S+)")
@@ -59,19 +59,17 @@ def quantize_worker(reporter: ChildReporter, jobs: list[dict[str, Any]], threads
                     options: dict[str, Any], metadata: dict[str, str], go: Any = None) -> list[dict[str, Any]]:
     """Child entry point: quantize each ``{"src", "dst", "ftype", "type", "requantize"}`` in turn.
 
-    Sends ``hello`` at once, then loads llama.cpp and waits for ``go`` (an
-    Event set once the input exists), so it can be started during the
+    Sends ``hello`` at once, then loads llama.cpp and waits for ``go`` (a
+    SharedFlag set once the input exists), so it can be started during the
     conversion. Sends ``tensor`` messages while working and ``output`` when a
     file is done, so the parent can verify it while the next one is made.
     """
-    from engine.backends.gguf.child import child_setup
-
-    child_setup()
     reporter.send("hello")
     import llama_cpp
 
-    while go is not None and not go.wait(0.5):
-        pass
+    while go is not None and not go.wait(0.5):  # a SharedFlag, polled: nothing to deadlock on
+        if reporter.cancelled:
+            raise JobCancelled()
 
     current: dict[str, Any] = {}
     done_bytes = [0.0]
