@@ -39,6 +39,7 @@ Step = Literal[
     "loading", "quantizing", "saving", "verifying", "finishing",  # bitsandbytes
     "original", "perplexity", "speed",  # evaluation
     "download", "export",  # quantdesk get, quantdesk export
+    "demo",  # preparing the demo model
 ]
 STEPS: frozenset[str] = frozenset(get_args(Step))
 
