@@ -84,7 +84,7 @@ check_xcb_libraries() {  # warns (the command line works without them); never st
     fi
   done
   [ ${#missing[@]} -eq 0 ] && return 0
-  say "The window needs system libraries that are missing here (${missing[*]}); install them with: sudo apt install ${packages[*]}"
+  say "warning: the window needs system libraries that are missing here (${missing[*]}); install them with: sudo apt install ${packages[*]}" >&2
 }
 
 check_xcb_libraries

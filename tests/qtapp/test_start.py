@@ -65,16 +65,16 @@ def test_install_script_checks_the_same_libraries(tmp_path):
     run = subprocess.run(["bash", "packaging/install.sh", "--dry-run", "--desktop-only"], cwd=ROOT,
                          capture_output=True, text=True, env=env, timeout=60)
     assert run.returncode == 0, run.stderr
-    warning = [line for line in run.stdout.splitlines() if "missing" in line]
+    warning = [line for line in run.stderr.splitlines() if "missing" in line]
     cursor = [] if _loads("libxcb-cursor.so.0") else ["libxcb-cursor0"]
     assert warning == [
-        f"The window needs system libraries that are missing here "
+        f"warning: the window needs system libraries that are missing here "
         f"({' '.join((['libxcb-cursor.so.0'] if cursor else []) + ['libquantdesk-nowhere.so.7'])}); "
         f"install them with: sudo apt install {' '.join(cursor + ['libquantdesk-nowhere7'])}"]
     env["QUANTDESK_XCB_LIBRARIES"] = "libxcb-cursor.so.0:libxcb-cursor0"
     run = subprocess.run(["bash", "packaging/install.sh", "--dry-run", "--desktop-only"], cwd=ROOT,
                          capture_output=True, text=True, env=env, timeout=60)
-    assert ("missing" in run.stdout) == bool(cursor)
+    assert ("missing" in run.stderr) == bool(cursor)
 
 
 def _window(qtbot):
