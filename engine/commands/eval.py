@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     def show(event) -> None:  # noqa: ANN001
         if event.message and event.message != last["msg"]:
             last["msg"] = event.message
-            print(f"[{event.fraction * 100:5.1f}%] {event.message}", file=sys.stderr, flush=True)
+            eta = f" (about {_eta(event.eta_s)} left)" if event.eta_s is not None else ""
+            print(f"[{event.fraction * 100:5.1f}%] {event.message}{eta}", file=sys.stderr, flush=True)
 
     data = run_job(evaluate(request), None if args.json else show)
     keys = [k for k in JSON_KEYS if k in data]
@@ -70,3 +71,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"Speed: prompt {data['prompt_tps']:.1f} tokens/s, generation {data['gen_tps']:.1f} tokens/s, "
               f"peak memory {format_bytes(data['peak_rss_bytes'])}")
     return 0
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"

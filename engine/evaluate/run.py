@@ -2,12 +2,16 @@
 
 The models are loaded in a child process: a cancel ends it at once, a crash
 in native code cannot take the window down, and its peak memory is the
-model's alone.
+model's alone. The original's scores come from the cache beside the outputs
+when an earlier evaluation left them (engine/evaluate/reference.py). Speed is
+measured afterwards in a child of its own, one model at a time, at normal
+priority where the system allows (engine/evaluate/speed.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +34,7 @@ class EvalRequest:
     threads: int | None = None
     gpu_layers: int | None = None
     speed: bool = True
+    cache: bool = True  # read / write the original's scores beside the model (see reference.py)
 
 
 def evaluate_now(request: EvalRequest, cancel: CancelToken | None = None,
@@ -78,31 +83,22 @@ def evaluate_now(request: EvalRequest, cancel: CancelToken | None = None,
 
 
 def _kld_then_model(request: EvalRequest, base: Any, scorer_for: Any, cancel: CancelToken) -> JobGen[Any]:
+    """The original's scores (cached, or computed and freed first), then the model under test."""
     from engine.evaluate.perplexity import perplexity
+    from engine.evaluate.reference import ReferenceCache, cache_dir_for, original_reference
 
-    class LazyScorer:
-        """Loads the model under test only when its first chunk is asked for."""
-
-        def __init__(self) -> None:
-            self._real: Any = None
-
-        def _get(self) -> Any:
-            if self._real is None:
-                self._real = scorer_for(request.model)
-            return self._real
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._get(), name)
-
-        def close(self) -> None:
-            if self._real is not None:
-                self._real.close()
-
-    model = LazyScorer()
+    cache = ReferenceCache(cache_dir_for(request.model)) if request.cache else None
+    run, cached = yield from original_reference(
+        Path(request.base), request.text, request.n_ctx, base, cache=cache, device=request.device,
+        cancel=cancel, span=(0.0, 0.5))
+    model = scorer_for(request.model)
     try:
-        return (yield from perplexity(model, request.text, request.n_ctx, base=base, cancel=cancel))
+        result = yield from perplexity(model, request.text, request.n_ctx, base=run, cancel=cancel,
+                                       span=(0.0 if cached else 0.5, 1.0))
     finally:
         model.close()
+    result.original_cached = cached
+    return result
 
 
 def _child(reporter: ChildReporter, request: EvalRequest) -> dict[str, Any]:
@@ -116,6 +112,8 @@ def evaluate(request: EvalRequest, cancel: CancelToken | None = None, *, save: b
     if request.base is not None and not Path(request.base).exists():
         raise QuantDeskError(f"The original model {request.base} does not exist; check --base.")
     yield Progress(step="load", fraction=0.0, message=f"Loading {Path(request.model).name}")
+    speed = request.speed
+    request = dataclasses.replace(request, speed=False)  # speed gets a child of its own, below
     gen = run_in_child(_child, request, cancel=cancel)
     while True:
         try:
@@ -124,7 +122,15 @@ def evaluate(request: EvalRequest, cancel: CancelToken | None = None, *, save: b
             data = stop.value
             break
         if kind == "progress":
+            if speed:
+                payload["fraction"] = payload.get("fraction", 0.0) * 0.9
             yield Progress(**payload)
+    if speed:
+        from engine.evaluate.speed import speed_in_child
+
+        yield Progress(step="speed", fraction=0.92, message="Measuring speed")
+        data.update((yield from speed_in_child(request.model, device=request.device, threads=request.threads,
+                                               gpu_layers=request.gpu_layers, cancel=cancel)).to_dict())
     if save:
         record = dict(data)
         record.update(
