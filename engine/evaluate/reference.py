@@ -44,8 +44,8 @@ _WEIGHT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".json", ".model", ".jinja"
 
 
 def cache_dir_for(output: Path) -> Path:
-    """Where the cache for an output lives: beside its sidecar, in the outputs' folder."""
-    return Path(output).expanduser().resolve().parent / CACHE_DIR_NAME
+    """Where the cache for an output lives: beside its sidecar, in the outputs' folder (a link is not followed)."""
+    return Path(output).expanduser().absolute().parent / CACHE_DIR_NAME
 
 
 def weights_fingerprint(source: Path) -> str:
