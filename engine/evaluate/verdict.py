@@ -30,8 +30,9 @@ damaged even where the mean looks fine. Small models lose more per bit than
 the 8B ones in the table, which is why the same thresholds judge a 135M model's
 Q4_K_M harsher than Llama 3's: that is the point of measuring.
 
-The fixed prompts only ever lower the verdict, by one step, when more than
-half of the answers differ from the source's: a greedy answer of a few dozen
+The fixed prompts only ever lower the verdict, by one step and never to
+"broken" (that takes the numbers), when more than half of the answers differ
+from the source's: a greedy answer of a few dozen
 tokens flips on a single changed token (at 97.7% same-top a 24-token answer
 stays identical only about 57% of the time), so a few changed answers are
 expected even from Q8_0 and say little on their own.
@@ -126,7 +127,8 @@ def judge(kld_mean: float, kld_p99: float, same_top_pct: float, answers: AnswerC
     """The verdict and its one sentence of evidence."""
     label = by_numbers = _by_numbers(kld_mean, kld_p99, same_top_pct)
     notes = []
-    if answers is not None and answers.total and answers.changed * 2 > answers.total and label != "broken":
+    if (answers is not None and answers.total and answers.changed * 2 > answers.total
+            and label not in ("noticeable loss", "broken")):
         label = VERDICTS[VERDICTS.index(label) + 1]
         notes.append(f"lowered from {by_numbers}: {answers.changed} of {answers.total} answers changed")
     head = f"{name}: " if name else ""

@@ -38,6 +38,7 @@ def test_worst_column_decides_and_answers_lower_by_one_step():
     assert v.evidence.startswith("Q8_0: same top token 97% of the time, KLD 0.005")
     assert "2 of 3 answers changed" in v.evidence and "'b' → '41'" in v.evidence
     assert judge(0.9, 9.0, 40.0, AnswerCheck(6, 0)).label == "broken"
+    assert judge(0.2, 1.0, 80.0, AnswerCheck(6, 0)).label == "noticeable loss"  # answers alone never say broken
     same = compare_answers(["q"], ["The  answer\n"], ["The answer"])
     assert same.matching == 1 and "all 1 answers match" in judge(0.001, 0.01, 99, same).evidence
 
