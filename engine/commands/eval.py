@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     def show(event) -> None:  # noqa: ANN001
         if event.message and event.message != last["msg"]:
             last["msg"] = event.message
-            print(f"[{event.fraction * 100:5.1f}%] {event.message}", file=sys.stderr, flush=True)
+            eta = f" (about {_eta(event.eta_s)} left)" if event.eta_s is not None else ""
+            print(f"[{event.fraction * 100:5.1f}%] {event.message}{eta}", file=sys.stderr, flush=True)
 
     cancel = CancelToken()
     with cancel_on_signals(cancel):  # Ctrl-C, SIGTERM, SIGHUP: the evaluation child ends, exit 130
@@ -76,3 +77,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"Speed: prompt {data['prompt_tps']:.1f} tokens/s, generation {data['gen_tps']:.1f} tokens/s, "
               f"peak memory {format_bytes(data['peak_rss_bytes'])}")
     return 0
+
+
+def _eta(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"

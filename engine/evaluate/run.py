@@ -1,13 +1,18 @@
 """The evaluation job: perplexity (and KL divergence against the original), speed, into the sidecar.
 
 The models are loaded in a child process (``engine.jobs.job_in_child``): a
-cancel ends it within seconds, a crash in native code cannot take the window
-down, and its peak memory is the model's alone.
+cancel ends it within seconds, a crash
+in native code cannot take the window down, and its peak memory is the
+model's alone. The original's scores come from the cache beside the outputs
+when an earlier evaluation left them (engine/evaluate/reference.py). Speed is
+measured afterwards in a child of its own, one model at a time, at normal
+priority where the system allows (engine/evaluate/speed.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,23 +35,20 @@ class EvalRequest:
     threads: int | None = None
     gpu_layers: int | None = None
     speed: bool = True
+    cache: bool = True  # read / write the original's scores beside the model (see reference.py)
 
 
 def measure(cancel: CancelToken, request: EvalRequest) -> JobGen[dict[str, Any]]:
-    """The measurements themselves, in this process; returns the flat results."""
+    """Perplexity and KLD, in this process (evaluate() runs it in a child); returns the flat results.
+
+    Speed is not measured here: evaluate() times the model afterwards in a child of its own.
+    """
     from engine.evaluate.perplexity import perplexity
     from engine.evaluate.scorers import open_scorer
-    from engine.evaluate.speed import measure_speed
 
     def scorer_for(path: Path) -> Any:
         return open_scorer(path, n_ctx=request.n_ctx, device=request.device, threads=request.threads,
                            gpu_layers=request.gpu_layers)
-
-    share = 0.9 if request.speed else 1.0
-
-    def scaled(event: Progress) -> Progress:
-        event.fraction *= share
-        return event
 
     scorer = None
     try:
@@ -57,45 +59,30 @@ def measure(cancel: CancelToken, request: EvalRequest) -> JobGen[dict[str, Any]]
         else:
             scorer = scorer_for(request.model)
             gen = perplexity(scorer, request.text, request.n_ctx, cancel=cancel)
-        result = yield from relay(gen, scaled)
+        result = yield from gen
     finally:
         if scorer is not None:
             scorer.close()
-    data = result.to_dict()
-    if request.speed:
-        cancel.raise_if_cancelled()
-        yield Progress(step="speed", fraction=0.92, message="Measuring speed")
-        data.update(measure_speed(request.model, device=request.device, threads=request.threads,
-                                  gpu_layers=request.gpu_layers).to_dict())
-    return data
+    return result.to_dict()
 
 
 def _kld_then_model(request: EvalRequest, base: Any, scorer_for: Any, cancel: CancelToken) -> JobGen[Any]:
+    """The original's scores (cached, or computed and freed first), then the model under test."""
     from engine.evaluate.perplexity import perplexity
+    from engine.evaluate.reference import ReferenceCache, cache_dir_for, original_reference
 
-    class LazyScorer:
-        """Loads the model under test only when its first chunk is asked for."""
-
-        def __init__(self) -> None:
-            self._real: Any = None
-
-        def _get(self) -> Any:
-            if self._real is None:
-                self._real = scorer_for(request.model)
-            return self._real
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._get(), name)
-
-        def close(self) -> None:
-            if self._real is not None:
-                self._real.close()
-
-    model = LazyScorer()
+    cache = ReferenceCache(cache_dir_for(request.model)) if request.cache else None
+    run, cached = yield from original_reference(
+        Path(request.base), request.text, request.n_ctx, base, cache=cache, device=request.device,
+        cancel=cancel, span=(0.0, 0.5))
+    model = scorer_for(request.model)
     try:
-        return (yield from perplexity(model, request.text, request.n_ctx, base=base, cancel=cancel))
+        result = yield from perplexity(model, request.text, request.n_ctx, base=run, cancel=cancel,
+                                       span=(0.0 if cached else 0.5, 1.0))
     finally:
         model.close()
+    result.original_cached = cached
+    return result
 
 
 def evaluate(request: EvalRequest, cancel: CancelToken | None = None, *, save: bool = True) -> JobGen[dict[str, Any]]:
@@ -105,7 +92,21 @@ def evaluate(request: EvalRequest, cancel: CancelToken | None = None, *, save: b
     if request.base is not None and not Path(request.base).exists():
         raise QuantDeskError(f"The original model {request.base} does not exist; check --base.")
     yield Progress(step="load", fraction=0.0, message=f"Loading {Path(request.model).name}")
-    data = yield from job_in_child(measure, request, cancel=cancel, name="evaluation", grace_s=2.0)
+    speed = request.speed
+    request = dataclasses.replace(request, speed=False)  # speed gets a child of its own, below
+
+    def scaled(event: Progress) -> Progress:
+        if speed:
+            event.fraction *= 0.9
+        return event
+
+    data = yield from relay(job_in_child(measure, request, cancel=cancel, name="evaluation", grace_s=2.0), scaled)
+    if speed:
+        from engine.evaluate.speed import speed_in_child
+
+        yield Progress(step="speed", fraction=0.92, message="Measuring speed")
+        data.update((yield from speed_in_child(request.model, device=request.device, threads=request.threads,
+                                               gpu_layers=request.gpu_layers, cancel=cancel)).to_dict())
     if save:
         record = dict(data)
         record.update(

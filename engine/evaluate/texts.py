@@ -7,6 +7,9 @@ from pathlib import Path
 from engine.errors import QuantDeskError
 
 TEXT_NAMES = ("prose", "chat", "code")
+# Texts that stress tokenization (tables of numbers, tabs and deep indentation, non-Latin
+# scripts): used to check that the transformers and llama.cpp paths agree. Not calibration texts.
+VARIED_NAMES = ("technical", "indented", "scripts")
 # About 20,000 tokens for a Llama-style tokenizer: what the perplexity benchmark uses.
 BENCHMARK_CHARS = 90_000
 
@@ -18,8 +21,9 @@ def text_path(name: str) -> Path:
 
 
 def builtin_text(name: str) -> str:
-    if name not in TEXT_NAMES:
-        raise QuantDeskError(f"There is no built-in text '{name}'; choose one of {', '.join(TEXT_NAMES)}.")
+    if name not in TEXT_NAMES + VARIED_NAMES:
+        names = ", ".join(TEXT_NAMES + VARIED_NAMES)
+        raise QuantDeskError(f"There is no built-in text '{name}'; choose one of {names}.")
     return text_path(name).read_text(encoding="utf-8")
 
 
@@ -49,7 +53,7 @@ def read_text(path: Path | str | None) -> str:
     if path is None:
         return default_text()
     p = Path(path).expanduser()
-    if p.stem in TEXT_NAMES and not p.exists():
+    if p.stem in TEXT_NAMES + VARIED_NAMES and not p.exists():
         return builtin_text(p.stem)
     try:
         text = p.read_text(encoding="utf-8")
