@@ -112,7 +112,8 @@ class MainWindow(QMainWindow):
         self.addToolBar(bar)
         self.open_action = self._action("&Open model…", self.browse_model, QKeySequence.StandardKey.Open, "open")
         self.demo_action = self._action("Open the &demo model", self.open_demo, None, "start")
-        self.get_action = self._action("&Get from Hugging Face…", self.get_from_hub, QKeySequence("Ctrl+G"), "open")
+        self.get_action = self._action("&Get from Hugging Face…", lambda: self.get_from_hub(),
+                                       QKeySequence("Ctrl+G"), "open")
         self.lmstudio_folder_action = self._action("&LM Studio models folder…", self.choose_lmstudio_folder, None)
         self.quit_action = self._action("&Quit", self.close, QKeySequence("Ctrl+Q"))
         self.start_action = self._action("Start", self.start, None, "start")
@@ -235,8 +236,11 @@ class MainWindow(QMainWindow):
             return
         self.session.open_model(path)
 
-    def get_from_hub(self) -> None:
-        """The Get from Hugging Face dialog: a name, its plan for this machine, then the download as a job."""
+    def get_from_hub(self, repo_id: str = "") -> None:
+        """The Get from Hugging Face dialog: a name, its plan for this machine, then the download as a job.
+
+        With ``repo_id`` (``quantdesk gui --get NAME``) the name is typed in and its plan asked for at once.
+        """
         if self.get_dialog is None:
             dialog = self.get_dialog = GetDialog(self)
             dialog.plan_requested.connect(self.jobs.plan_get)
@@ -246,6 +250,9 @@ class MainWindow(QMainWindow):
             self.jobs.get_plan_failed.connect(dialog.show_error)
         self.get_dialog.reset()
         self.get_dialog.open()
+        if repo_id:
+            self.get_dialog.repo.setText(repo_id)
+            self.get_dialog.request_plan()
 
     def hand_on(self, target: str, gguf: Path) -> None:
         """Use in LM Studio, Add to Ollama, Serve with llama.cpp."""

@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from engine.units import format_bytes
 from qtapp.assets import icon
-from qtapp.views.widgets import heading, muted, panel
+from qtapp.views.widgets import fit_height, heading, muted, panel
 
 FIT_COLOUR = {"fits": "#2f9e44", "tight": "#e67700", "no": "#e03131"}
 TOKEN_PAGE = "https://huggingface.co/settings/tokens"
@@ -36,7 +36,7 @@ class GetDialog(QDialog):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Get from Hugging Face")
-        self.setMinimumWidth(620)
+        self.setMinimumWidth(680)
         layout = QVBoxLayout(self)
         layout.addWidget(heading("Get a model from Hugging Face"))
         layout.addWidget(muted(
@@ -184,6 +184,7 @@ class GetDialog(QDialog):
             self.token.setFocus()
         else:
             self.repo.setFocus()
+        self._fit()
 
     def show_plan(self, plan: dict[str, Any]) -> None:
         self._idle()
@@ -217,6 +218,10 @@ class GetDialog(QDialog):
         self.plan_btn.setDefault(False)
         self.download_btn.setDefault(True)
         self.download_btn.setFocus()
+        self._fit()
+
+    def _fit(self) -> None:
+        fit_height(self)
 
     def reset(self) -> None:
         """Opened again: keep the name typed before, forget its plan and any old message."""

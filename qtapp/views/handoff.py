@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qtapp.views.widgets import heading, muted
+from qtapp.views.widgets import fit_height, heading, muted
 
 # (target, button text, what it does)
 TARGETS = (
@@ -111,6 +111,8 @@ class CommandDialog(QDialog):
         layout.addLayout(buttons)
         self.copy_btn.setDefault(True)
         self.copy_btn.setFocus()
+        self.resize(max(self.minimumWidth(), self.width()), self.height())
+        fit_height(self)
 
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self.command.toPlainText())
