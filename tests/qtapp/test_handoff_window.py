@@ -116,3 +116,23 @@ def test_a_finished_quantize_job_offers_the_hand_off(qtbot, main_window, tiny_di
     assert window.queue.jobs[-1].state == "done", window.queue.jobs[-1].outcome.message
     target = tmp_path / "home" / ".lmstudio" / "models" / "quantdesk" / "tiny-GGUF" / "tiny-Q8_0.gguf"
     assert os.path.samefile(target, made)
+
+
+def test_a_large_copy_into_lmstudio_is_asked_first(qtbot, window, output: Path, tmp_path: Path):
+    """Where a hard link is impossible (another disk) and the file is large, the window asks before copying."""
+    import dataclasses
+
+    from engine.export import plan_lmstudio
+
+    questions: list[str] = []
+    answers = [False, True]
+    window.confirm_copy = lambda question: (questions.append(question), answers.pop(0))[1]
+    plan = dataclasses.replace(plan_lmstudio(output, tmp_path / "other-disk"), method="copy", size_bytes=3 * 1024**3)
+    assert plan.large
+    window.jobs._lmstudio_planned(plan)  # as the engine's plan arrives from the worker
+    assert len(questions) == 1 and "3.0 GiB" in questions[0] and "copied" in questions[0]
+    assert not window.queue.jobs and not plan.target.exists()  # declined: nothing copied
+    window.jobs._lmstudio_planned(plan)
+    qtbot.waitUntil(lambda: bool(window.queue.jobs) and window.queue.jobs[-1].finished, timeout=60_000)
+    assert window.queue.jobs[-1].state == "done", window.queue.jobs[-1].outcome.message
+    assert plan.target.read_bytes() == output.read_bytes() and not os.path.samefile(plan.target, output)
