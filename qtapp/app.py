@@ -14,7 +14,8 @@ _T0 = float(os.environ.get("QUANTDESK_T0") or time.time())
 
 def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None = None,
             size: str | None = None, tab: str | None = None, out: str | None = None,
-            prompt: str | None = None, side_by_side: bool = False, theme: str | None = None) -> int:
+            prompt: str | None = None, side_by_side: bool = False, theme: str | None = None,
+            get: str | None = None, hand_on: str | None = None) -> int:
     if screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         size = size or "1280x800"
@@ -53,7 +54,9 @@ def run_gui(qt_args: list[str], model: str | None = None, screenshot: str | None
     window.chat.side_by_side.setChecked(side_by_side)
     window.show()
     if screenshot:
-        return _screenshot(app, window, screenshot, prompt, tab)
+        return _screenshot(app, window, screenshot, prompt, tab, get, hand_on)
+    if get:
+        window.first_painted.connect(lambda: window.get_from_hub(get))
     return app.exec()
 
 
@@ -64,7 +67,8 @@ def _report_first_paint(app) -> None:
     app.quit()
 
 
-def _screenshot(app, window, path: str, prompt: str | None, tab: str | None = None) -> int:
+def _screenshot(app, window, path: str, prompt: str | None, tab: str | None = None, get: str | None = None,
+                hand_on: str | None = None) -> int:
     from qtapp.workers import wait_until
 
     wait_until(lambda: window.started, 10000)
@@ -76,7 +80,53 @@ def _screenshot(app, window, path: str, prompt: str | None, tab: str | None = No
         window.chat.prompt.setText(prompt)
         window.chat.send()
         wait_until(lambda: not window.chat.busy, 300000)
+    dialog = None
+    if get:
+        window.get_from_hub(get)
+        dialog = window.get_dialog
+        wait_until(lambda: dialog.plan is not None or dialog.error.isVisible(), 120000)
+    if hand_on:
+        dialog = _hand_on(window, hand_on)
     wait_until(lambda: False, 300)  # one more round of layout
-    ok = window.grab().save(path)
+    ok = _grab(window, dialog).save(path)
+    window.confirm_quit = lambda: True
     window.close()
     return 0 if ok else 1
+
+
+def _hand_on(window, target: str):
+    """Select the newest GGUF in Results and press the hand-off button; the command's dialog, if one opens."""
+    from qtapp.workers import wait_until
+
+    window.show_tab("results")
+    results = window.results
+    rows = [i for i, r in enumerate(results.rows) if str(r.get("path", "")).endswith(".gguf")
+            and not r.get("original")]
+    if not rows:
+        return None
+    results.table.selectRow(rows[-1])
+    results.handoff.buttons[target].click()
+    wait_until(lambda: window.command_dialog is not None and window.command_dialog.isVisible()
+               or (window.queue.jobs and not window.queue.busy), 60000)
+    return window.command_dialog
+
+
+def _grab(window, dialog):
+    """The window, with an open dialog drawn over it where it would sit (a dialog is a window of its own)."""
+    shot = window.grab()
+    if dialog is None or not dialog.isVisible():
+        return shot
+    from PySide6.QtGui import QColor, QPainter
+
+    inner = dialog.grab()
+    ratio = shot.devicePixelRatio() or 1.0
+    w, h = shot.width() / ratio, shot.height() / ratio
+    iw, ih = inner.width() / (inner.devicePixelRatio() or 1.0), inner.height() / (inner.devicePixelRatio() or 1.0)
+    x, y = int((w - iw) / 2), int(max(0, (h - ih) / 2))
+    painter = QPainter(shot)
+    painter.fillRect(0, 0, int(w), int(h), QColor(0, 0, 0, 70))  # the window behind, dimmed
+    painter.drawPixmap(x, y, inner)
+    painter.setPen(QColor(0, 0, 0, 120))
+    painter.drawRect(x - 1, y - 1, int(iw) + 1, int(ih) + 1)
+    painter.end()
+    return shot

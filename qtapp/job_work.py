@@ -33,3 +33,44 @@ def evaluate_job(cancel: CancelToken, paths: list[Path], base: Path | None):
 
         results.append((yield from relay(evaluate(request, cancel), within)))
     return results
+
+
+def plan_get_job(cancel: CancelToken, repo_id: str, revision: str | None, token: str | None):
+    """The Hub plan, in a process of its own so huggingface_hub reads HF_ENDPOINT and HF_HOME as they are now.
+
+    A token typed into the window is first saved where huggingface_hub keeps its login
+    (its own ``login``, which checks it with the Hub), so every later tool finds it too.
+    """
+    from engine.hub import plan_download
+    from engine.hub.client import call_hub
+    from engine.jobs import Progress
+
+    if token:
+        from huggingface_hub import login
+
+        yield Progress("download", 0.0, "Checking the token with the Hugging Face Hub")
+        call_hub(lambda: login(token=token, add_to_git_credential=False), "checking the token", repo_id,
+                 revision, cancel)
+    yield Progress("download", 0.0, f"Reading the file list of {repo_id}")
+    return plan_download(repo_id, revision, token, cancel=cancel)
+
+
+def get_job(cancel: CancelToken, plan: Any):
+    """Download a planned repository into the Hugging Face cache; returns its snapshot folder."""
+    from engine.hub import download
+
+    return (yield from download(plan, cancel))
+
+
+def lmstudio_job(cancel: CancelToken, plan: Any):
+    """Link or copy a GGUF into LM Studio's models folder; returns where it is now."""
+    from engine.export import place_in_lmstudio
+
+    return (yield from place_in_lmstudio(plan, cancel))
+
+
+def ollama_job(cancel: CancelToken, plan: Any):
+    """``ollama create``; each line it prints arrives as a progress message (the job's log)."""
+    from engine.export import create_in_ollama
+
+    return (yield from create_in_ollama(plan, cancel))

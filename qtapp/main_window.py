@@ -24,6 +24,8 @@ from qtapp.controller import JobController
 from qtapp.jobs import JobQueue
 from qtapp.session import Session
 from qtapp.views.chat import ChatView
+from qtapp.views.get_dialog import GetDialog
+from qtapp.views.handoff import CommandDialog, LmStudioFolderDialog
 from qtapp.views.machine import MachinePanel
 from qtapp.views.model import ModelPanel, pick_entries
 from qtapp.views.quantize import QuantizeView
@@ -98,6 +100,8 @@ class MainWindow(QMainWindow):
         self.started = False
         self._initial_model = model
         self._choices: tuple[Path | None, list] = (None, [])
+        self.get_dialog: GetDialog | None = None
+        self.command_dialog: CommandDialog | None = None
         self.update_actions()
 
     # --- set-up -------------------------------------------------------------
@@ -108,6 +112,9 @@ class MainWindow(QMainWindow):
         self.addToolBar(bar)
         self.open_action = self._action("&Open model…", self.browse_model, QKeySequence.StandardKey.Open, "open")
         self.demo_action = self._action("Open the &demo model", self.open_demo, None, "start")
+        self.get_action = self._action("&Get from Hugging Face…", lambda: self.get_from_hub(),
+                                       QKeySequence("Ctrl+G"), "open")
+        self.lmstudio_folder_action = self._action("&LM Studio models folder…", self.choose_lmstudio_folder, None)
         self.quit_action = self._action("&Quit", self.close, QKeySequence("Ctrl+Q"))
         self.start_action = self._action("Start", self.start, None, "start")
         self.start_action.setShortcuts([QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
@@ -125,8 +132,10 @@ class MainWindow(QMainWindow):
 
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
-        for action in (self.open_action, self.demo_action):
+        for action in (self.open_action, self.get_action, self.demo_action):
             file_menu.addAction(action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.lmstudio_folder_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         view_menu = menu.addMenu("&View")
@@ -170,6 +179,7 @@ class MainWindow(QMainWindow):
         self.start_panel.open_requested.connect(self.open_model)
         self.start_panel.demo_requested.connect(self.open_demo)
         self.start_panel.browse_requested.connect(self.browse_model)
+        self.start_panel.get_requested.connect(self.get_from_hub)
         self.recommendation.context_changed.connect(s.set_context)
         self.recommendation.chosen.connect(self.quantize.preselect)
         self.recommendation.use_requested.connect(lambda _f: self.show_tab("quantize"))
@@ -179,6 +189,9 @@ class MainWindow(QMainWindow):
         self.quantize.job_list.watch(self.queue)
         self.quantize.job_list.cancel_requested.connect(self.queue.cancel)
         self.quantize.job_list.clear_requested.connect(self.queue.clear_finished)
+        self.quantize.job_list.export_requested.connect(self.hand_on)
+        self.quantize.job_list.retry_requested.connect(self.jobs.retry)
+        self.results.export_requested.connect(self.hand_on)
         self.results.watch(self.queue)
         self.results.cancel_requested.connect(self.queue.cancel)
         self.queue.busy_changed.connect(lambda _b: self.update_actions())
@@ -193,6 +206,10 @@ class MainWindow(QMainWindow):
         j.unavailable_changed.connect(self.quantize.set_unavailable)
         j.library_changed.connect(self.results.show_rows)
         j.models_changed.connect(self.chat.set_models)
+        j.jobs_shown.connect(lambda: self.show_tab("quantize"))
+        j.note.connect(self.show_note)
+        j.command_shown.connect(self.show_command)
+        j.copy_confirm.connect(self._confirm_copy)
         self.chat.error.connect(self.show_error)
         self.results.refresh_requested.connect(self.jobs.refresh_artifacts)
         self.results.evaluate_requested.connect(self.jobs.evaluate)
@@ -218,6 +235,52 @@ class MainWindow(QMainWindow):
             self.session.open_demo()
             return
         self.session.open_model(path)
+
+    def get_from_hub(self, repo_id: str = "") -> None:
+        """The Get from Hugging Face dialog: a name, its plan for this machine, then the download as a job.
+
+        With ``repo_id`` (``quantdesk gui --get NAME``) the name is typed in and its plan asked for at once.
+        """
+        if self.get_dialog is None:
+            dialog = self.get_dialog = GetDialog(self)
+            dialog.plan_requested.connect(self.jobs.plan_get)
+            dialog.download_requested.connect(self.jobs.start_get)
+            dialog.rejected.connect(self.jobs.cancel_plan)
+            self.jobs.get_planned.connect(dialog.show_plan)
+            self.jobs.get_plan_failed.connect(dialog.show_error)
+        self.get_dialog.reset()
+        self.get_dialog.open()
+        if repo_id:
+            self.get_dialog.repo.setText(repo_id)
+            self.get_dialog.request_plan()
+
+    def hand_on(self, target: str, gguf: Path) -> None:
+        """Use in LM Studio, Add to Ollama, Serve with llama.cpp."""
+        {"lmstudio": self.jobs.use_in_lmstudio, "ollama": self.jobs.add_to_ollama,
+         "llama-server": self.jobs.serve_with_llama}[target](Path(gguf))
+
+    def show_command(self, title: str, text: str, command: str) -> None:
+        if self.command_dialog is not None:
+            self.command_dialog.close()
+        self.command_dialog = CommandDialog(title, text, command, self)
+        self.command_dialog.show()
+
+    def confirm_copy(self, question: str) -> bool:
+        answer = QMessageBox.question(self, "Copy into LM Studio's folder?", question,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _confirm_copy(self, question: str, plan) -> None:
+        if self.confirm_copy(question):
+            self.jobs.place_in_lmstudio(plan)
+
+    def choose_lmstudio_folder(self) -> None:
+        from engine.export import lmstudio_models_dir
+
+        dialog = LmStudioFolderDialog(settings.lmstudio_models_dir(), str(lmstudio_models_dir()), self)
+        if dialog.exec():
+            settings.set_lmstudio_models_dir(dialog.chosen())
 
     def start(self) -> None:
         """Ctrl+Enter acts on what the current tab shows; it never starts a job the user has not looked at."""
@@ -305,6 +368,10 @@ class MainWindow(QMainWindow):
             self.banner.dismiss()
             return
         self.banner.show_error(message)
+        self.statusBar().showMessage(message, 15000)
+
+    def show_note(self, message: str) -> None:
+        self.banner.show_note(message)
         self.statusBar().showMessage(message, 15000)
 
     def show_tab(self, name: str) -> None:

@@ -76,6 +76,10 @@ class Session(QObject):
         """Begin the live machine refresh and look for one-click models; called after first paint."""
         self.refresh_machine()
         self._timer.start()
+        self.find_choices()
+
+    def find_choices(self) -> None:
+        """Look again for one-click models: the demo, the Hugging Face cache (a download adds one)."""
         self.track(run_in_background(_find_choices, done=lambda c: self.choices_changed.emit(*c), parent=self))
 
     def stop(self) -> None:

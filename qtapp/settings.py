@@ -111,3 +111,12 @@ def value(key: str, default=None):
 
 def set_value(key: str, val) -> None:
     _settings().setValue(key, val)
+
+
+def lmstudio_models_dir() -> str:
+    """The LM Studio models folder the user chose; "" means the one LM Studio's own settings name."""
+    return str(_settings().value("lmstudio_models_dir", "") or "")
+
+
+def set_lmstudio_models_dir(folder: str) -> None:
+    _settings().setValue("lmstudio_models_dir", str(folder or ""))

@@ -24,8 +24,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.units import format_bytes
 from qtapp.assets import icon
 from qtapp.jobs import Job, JobQueue, JobSpec
+from qtapp.views.handoff import HandoffRow
 from qtapp.views.widgets import ElidedLabel, muted, panel
 from qtapp.workers import Outcome
 
@@ -34,6 +36,8 @@ class JobRow(QWidget):
     cancel_requested = Signal()
     chat_requested = Signal(Path)
     evaluate_requested = Signal(list)
+    export_requested = Signal(str, Path)  # "lmstudio" | "ollama" | "llama-server", the GGUF
+    retry_requested = Signal()
 
     def __init__(self, spec: JobSpec) -> None:
         super().__init__()
@@ -60,6 +64,13 @@ class JobRow(QWidget):
         self.bar.setRange(0, 1000)
         self.bar.setFormat("%p%")
         layout.addWidget(self.bar)
+        # A download's current file, under the total.
+        self.file_bar = QProgressBar()
+        self.file_bar.setObjectName("UsageBar")
+        self.file_bar.setRange(0, 1000)
+        self.file_bar.setTextVisible(False)
+        self.file_bar.hide()
+        layout.addWidget(self.file_bar)
         info = QHBoxLayout()
         self.step = QLabel("")
         self.step.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -95,15 +106,22 @@ class JobRow(QWidget):
         self.chat_btn = QPushButton(icon("chat"), "Chat with it")
         self.folder_btn = QPushButton(icon("folder"), "Open folder")
         self.eval_btn = QPushButton(icon("evaluate"), "Evaluate")
+        self.retry_btn = QPushButton(icon("start"), "Resume" if spec.kind == "get" else "Try again")
+        self.retry_btn.setToolTip("Run it again; a download continues from what is already in the cache")
         self.chat_btn.clicked.connect(self._chat_clicked)
         self.folder_btn.clicked.connect(self._open_folder)
         self.eval_btn.clicked.connect(self._evaluate_clicked)
-        for b in (self.cancel_btn, self.log_btn, self.chat_btn, self.folder_btn, self.eval_btn):
+        self.retry_btn.clicked.connect(self._retry_clicked)
+        for b in (self.cancel_btn, self.log_btn, self.chat_btn, self.folder_btn, self.eval_btn, self.retry_btn):
             buttons.addWidget(b)
         buttons.addStretch(1)
-        for b in (self.chat_btn, self.folder_btn, self.eval_btn):
+        for b in (self.chat_btn, self.folder_btn, self.eval_btn, self.retry_btn):
             b.hide()
         layout.addLayout(buttons)
+        self.handoff = HandoffRow()
+        self.handoff.requested.connect(self.export_requested.emit)
+        self.handoff.hide()
+        layout.addWidget(self.handoff)
 
     def _cancel_clicked(self) -> None:
         self.cancel_requested.emit()
@@ -114,6 +132,10 @@ class JobRow(QWidget):
 
     def _evaluate_clicked(self) -> None:
         self.evaluate_requested.emit(list(self.outputs))
+
+    def _retry_clicked(self) -> None:
+        self.retry_btn.hide()  # the new run has a card of its own
+        self.retry_requested.emit()
 
     def log(self, line: str) -> None:
         self._add_log(f"{time.strftime('%H:%M:%S')} {line}")
@@ -156,6 +178,12 @@ class JobRow(QWidget):
         if fraction is None:
             return
         self.bar.setValue(int(1000 * max(0.0, min(1.0, fraction))))
+        extra = getattr(event, "extra", None) or {}
+        if extra.get("file_bytes_total"):
+            self.file_bar.setValue(int(1000 * min(1.0, extra.get("file_bytes_done", 0) / extra["file_bytes_total"])))
+            self.file_bar.setToolTip(f"{extra.get('file')}: {format_bytes(extra.get('file_bytes_done'))} of "
+                                     f"{format_bytes(extra['file_bytes_total'])}")
+            self.file_bar.show()
         parts = [str(getattr(event, "step", "") or "")]
         if getattr(event, "tensor_count", None):
             parts.append(f"tensor {event.tensor_index}/{event.tensor_count}")
@@ -171,22 +199,26 @@ class JobRow(QWidget):
         self._paint_timer.stop()
         self._latest = None
         self.cancel_btn.hide()
+        self.file_bar.hide()
         self.eta.setText("")
+        if outcome.status == "ok":
+            self.outputs = _paths(outcome.value) if self.spec.meta.get("target") != "ollama" else []
         folder = self.folder()
         if folder is not None:
             self.where.setText(f"In {folder}")
             self.where.show()
         if outcome.status == "ok":
-            self.outputs = [Path(getattr(o, "path", o)) for o in (outcome.value or [])
-                            if isinstance(o, (str, Path)) or hasattr(o, "path")]
             self.bar.setValue(1000)
             self.state.setText("done")
-            self.step.setText(", ".join(p.name for p in self.outputs) or "done")
+            self.step.setText("In the Hugging Face cache; the model opens now." if self.spec.kind == "get"
+                              else ", ".join(p.name for p in self.outputs) or "done")
             self.log("done: " + ", ".join(str(p) for p in self.outputs))
             offer = self.spec.kind == "quantize" and bool(self.outputs)
             self.chat_btn.setVisible(offer)
             self.eval_btn.setVisible(offer)
-            self.folder_btn.show()
+            self.folder_btn.setVisible(bool(folder))
+            self.handoff.set_paths(self.outputs if offer else [])
+            self.handoff.setVisible(bool(self.handoff.paths))
         elif outcome.status == "cancelled":
             self.state.setText("cancelled")
             self.bar.setProperty("state", "cancelled")
@@ -195,7 +227,9 @@ class JobRow(QWidget):
                                    "QProgressBar { color: palette(placeholder-text); }")
             self.where.setText("Nothing was kept." if self.spec.kind == "quantize" else "")
             self.step.setText(outcome.message or "Cancelled; nothing was written.")
+            self.step.setWordWrap(True)
             self.log("cancelled")
+            self.retry_btn.setVisible(self.spec.kind == "get")
         else:
             self.state.setText("failed")
             self.state.setStyleSheet("color: #e03131;")
@@ -206,6 +240,7 @@ class JobRow(QWidget):
             self.bar.setFormat("failed")
             if outcome.detail:
                 self._add_log(outcome.detail)
+            self.retry_btn.setVisible(self.spec.kind == "get")
 
     def open_log(self) -> None:
         dialog = QDialog(self)
@@ -224,7 +259,11 @@ class JobRow(QWidget):
         self._log_view = None
 
     def folder(self) -> Path | None:
-        return self.spec.out_dir or (self.outputs[0].parent if self.outputs else None)
+        if self.spec.out_dir is not None:
+            return self.spec.out_dir
+        if not self.outputs:
+            return None
+        return self.outputs[0] if self.outputs[0].is_dir() else self.outputs[0].parent
 
     def _open_folder(self) -> None:
         """Open the folder in the file manager; where none is set up, show its path to copy."""
@@ -247,6 +286,8 @@ class JobList(QWidget):
     cancel_requested = Signal(object)  # Job
     chat_requested = Signal(Path)
     evaluate_requested = Signal(list)
+    export_requested = Signal(str, Path)
+    retry_requested = Signal(object)  # Job
     clear_requested = Signal()
 
     def __init__(self) -> None:
@@ -294,6 +335,8 @@ class JobList(QWidget):
         row.cancel_requested.connect(lambda j=job: self.cancel_requested.emit(j))
         row.chat_requested.connect(self.chat_requested.emit)
         row.evaluate_requested.connect(self.evaluate_requested.emit)
+        row.export_requested.connect(self.export_requested.emit)
+        row.retry_requested.connect(lambda j=job: self.retry_requested.emit(j))
         self.rows.append(row)
         self._row_of[job] = row
         self.rows_box.insertWidget(0, row)
@@ -321,6 +364,12 @@ class JobList(QWidget):
         row.deleteLater()
         self.clear_btn.setEnabled(any(r.ended for r in self.rows))
         self.empty.setVisible(not self.rows)
+
+
+def _paths(value: Any) -> list[Path]:
+    """What a job made: a list of outputs (quantize) or one path (a download, a hand-off)."""
+    items = value if isinstance(value, (list, tuple)) else ([] if value is None else [value])
+    return [Path(getattr(o, "path", o)) for o in items if isinstance(o, (str, Path)) or hasattr(o, "path")]
 
 
 def duration(seconds: float) -> str:

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 from engine.formats import FORMATS
 from engine.units import format_bytes
 from qtapp.assets import icon
+from qtapp.views.handoff import HandoffRow
 from qtapp.views.widgets import heading, muted, panel
 
 COLUMNS = ["Artifact", "Format", "Size", "Bits/weight", "PPL", "ΔPPL", "KLD", "Tokens/s"]
@@ -33,6 +34,7 @@ class ResultsView(QWidget):
     chat_requested = Signal(Path)
     refresh_requested = Signal()
     cancel_requested = Signal(object)  # the evaluation's Job
+    export_requested = Signal(str, Path)  # "lmstudio" | "ollama" | "llama-server", the selected GGUF
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,6 +54,10 @@ class ResultsView(QWidget):
         layout.addLayout(top)
         self.summary = muted("Quantize the model to see its outputs here.")
         layout.addWidget(self.summary)
+        self.handoff = HandoffRow("Selected GGUF:")
+        self.handoff.requested.connect(self.export_requested.emit)
+        self.handoff.set_paths([])
+        layout.addWidget(self.handoff)
         self.progress_box, box = panel()
         head = QHBoxLayout()
         self.progress_title = QLabel()
@@ -92,6 +98,7 @@ class ResultsView(QWidget):
         self.table.setColumnWidth(1, 120)
         for col in range(2, len(COLUMNS)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
         splitter.addWidget(self.table)
         self.chart_holder = QWidget()
         self.chart_layout = QVBoxLayout(self.chart_holder)
@@ -188,6 +195,9 @@ class ResultsView(QWidget):
     def selected_paths(self) -> list[Path]:
         rows = sorted({i.row() for i in self.table.selectedIndexes()})
         return [Path(self.rows[r]["path"]) for r in rows if r < len(self.rows)]
+
+    def _selection_changed(self) -> None:
+        self.handoff.set_paths(self.selected_paths())
 
     def _refresh_clicked(self) -> None:
         self.refresh_requested.emit()

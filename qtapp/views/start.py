@@ -15,6 +15,7 @@ from qtapp.views.widgets import PickList, heading, muted, panel
 class StartPanel(QWidget):
     demo_requested = Signal()
     browse_requested = Signal()
+    get_requested = Signal()
     open_requested = Signal(Path)
 
     def __init__(self) -> None:
@@ -55,6 +56,10 @@ class StartPanel(QWidget):
         self.open.setToolTip("A Hugging Face model folder, a config.json or a GGUF file (Ctrl+O)")
         self.open.clicked.connect(self._browse_clicked)
         layout.addWidget(self.open)
+        self.get = QPushButton(icon("open"), "Get from Hugging Face…")
+        self.get.setToolTip("Type a model's name, e.g. Qwen/Qwen2.5-1.5B-Instruct: see what fits, then download it")
+        self.get.clicked.connect(self._get_clicked)
+        layout.addWidget(self.get)
         self.picks_title = QLabel("Models found here (Enter or double-click opens one):")
         layout.addWidget(self.picks_title)
         self.picks = PickList()
@@ -65,6 +70,9 @@ class StartPanel(QWidget):
 
     def _demo_clicked(self) -> None:
         self.demo_requested.emit()
+
+    def _get_clicked(self) -> None:
+        self.get_requested.emit()
 
     def _browse_clicked(self) -> None:
         self.browse_requested.emit()

@@ -45,6 +45,17 @@ def panel() -> tuple[QFrame, QVBoxLayout]:
     return frame, layout
 
 
+def fit_height(widget: QWidget) -> None:
+    """Resize to the height the layout needs at the current width: wrapped lines are neither cut off nor padded."""
+    layout = widget.layout()
+    if layout is None:
+        return
+    layout.activate()
+    width = widget.width()
+    height = layout.heightForWidth(width) if layout.hasHeightForWidth() else -1
+    widget.resize(width, max(height, layout.totalMinimumSize().height()))
+
+
 class ElidedLabel(QLabel):
     """One line of plain text that shortens itself with "…" when narrow; the whole text is its tooltip."""
 

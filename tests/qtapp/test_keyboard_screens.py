@@ -20,7 +20,9 @@ def test_menus_and_tab_shortcuts_work_from_anywhere(qtbot, main_window):
     menus = {a.text().replace("&", ""): a.menu() for a in window.menuBar().actions()}
     assert list(menus) == ["File", "View", "Actions"]
     file_items = [a.text().replace("&", "") for a in menus["File"].actions() if not a.isSeparator()]
-    assert file_items == ["Open model…", "Open the demo model", "Quit"]
+    assert file_items == ["Open model…", "Get from Hugging Face…", "Open the demo model", "LM Studio models folder…",
+                          "Quit"]
+    assert window.get_action.shortcut() == QKeySequence("Ctrl+G")
     assert window.quit_action.shortcut() == QKeySequence("Ctrl+Q")
     assert [a.shortcut().toString() for a in window.tab_actions] == ["Ctrl+1", "Ctrl+2", "Ctrl+3", "Ctrl+4"]
 
