@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine import __version__
-from engine.errors import JobCancelled, QuantDeskError
+from engine.errors import JobCancelled
 
 COMMANDS = ("demo", "doctor", "inspect", "recommend", "quantize", "list", "chat", "eval", "compare", "get",
             "export")
@@ -99,16 +99,11 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Registrar] = ()) -> 
         _silence_stdout()
         sys.stderr.close()
         return 0
-    except QuantDeskError as err:
+    except Exception as err:  # noqa: BLE001 - a QuantDeskError's sentence, or the last resort's
         _debug(err)
-        from engine.failures import translate_message
+        from engine.failures import sentence
 
-        return _report(args, translate_message(str(err)), 2)
-    except Exception as err:  # noqa: BLE001 - the last resort: one sentence, never a traceback
-        _debug(err)
-        from engine.failures import explain
-
-        return _report(args, explain(err), 2)
+        return _report(args, sentence(err), 2)
 
 
 def _report(args: argparse.Namespace, message: str, code: int, *, cancelled: bool = False) -> int:

@@ -98,6 +98,15 @@ def explain(err: BaseException) -> str:
     return f"Unexpected failure ({detail}); run again with QUANTDESK_DEBUG=1 and report the output."
 
 
+def sentence(err: BaseException) -> str:
+    """What the user reads for any exception: a QuantDeskError's own sentence, else ``explain``."""
+    from engine.errors import QuantDeskError
+
+    if isinstance(err, QuantDeskError):
+        return translate_message(str(err))
+    return explain(err)
+
+
 def translate_message(message: str) -> str:
     """A QuantDeskError's sentence, with torch's and transformers' jargon turned into what to do."""
     from engine.trust import explain_loader_error

@@ -385,8 +385,10 @@ def _child_main(conn: Any, flag: SharedFlag, parent: int, mode: str, nice: int, 
         outcome, code = ("error", str(err), err.traceback), 1
     except QuantDeskError as err:
         outcome, code = ("error", str(err), ""), 1
-    except BaseException as err:  # noqa: BLE001 - the parent reports it in one line
-        outcome, code = ("error", one_line(err), traceback.format_exc()), 1
+    except BaseException as err:  # noqa: BLE001 - the parent reports it in one sentence
+        from engine.failures import explain
+
+        outcome, code = ("error", explain(err), traceback.format_exc()), 1
     _send_and_exit(conn, outcome, code)
 
 

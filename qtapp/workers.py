@@ -23,7 +23,7 @@ from typing import Any
 
 from PySide6.QtCore import QElapsedTimer, QEventLoop, QObject, QThreadPool, QTimer, Signal
 
-from engine.errors import JobCancelled, QuantDeskError
+from engine.errors import JobCancelled
 from engine.jobs import CancelToken, ChildFailed, job_in_child
 
 Work = Callable[[CancelToken], Any]
@@ -46,10 +46,9 @@ class Outcome:
 
 def one_line(err: BaseException) -> str:
     """The sentence shown to the user, exactly as the CLI would print it."""
-    if isinstance(err, QuantDeskError):
-        return str(err)
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else 'unexpected error'}"
+    from engine.failures import sentence
+
+    return sentence(err)
 
 
 class Failures(QObject):

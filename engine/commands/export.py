@@ -55,18 +55,16 @@ def _emit(args: argparse.Namespace, data: dict[str, Any]) -> None:
 
 def _drive(args: argparse.Namespace, job: Any) -> Any:
     """Run a job with Ctrl-C as cancel; progress as JSON events or plain lines."""
-    from engine.jobs import cancel_on_signals
+    from engine.jobs import cancel_on_signals, run_job
+
+    def show(event: Any) -> None:
+        if args.json:
+            _emit(args, {"event": "progress", **event.to_dict()})
+        elif event.fraction in (0.0, 1.0) or event.extra.get("ollama"):
+            print(event.message, file=sys.stderr, flush=True)
 
     with cancel_on_signals(args._cancel):
-        while True:
-            try:
-                event = next(job)
-            except StopIteration as stop:
-                return stop.value
-            if args.json:
-                _emit(args, {"event": "progress", **event.to_dict()})
-            elif event.fraction in (0.0, 1.0) or event.extra.get("ollama"):
-                print(event.message, file=sys.stderr, flush=True)
+        return run_job(job, show)
 
 
 def _guard(func):

@@ -93,14 +93,14 @@ def translate(err: BaseException, repo_id: str, revision: str | None = None) -> 
     if isinstance(err, hf.GatedRepoError):
         return QuantDeskError(
             f"{repo_id} is gated: accept its licence at {page} while logged in, then log in here "
-            "(hf auth login, HF_TOKEN or --token) and try again."
+            "(a Hugging Face token: the window's token field, HF_TOKEN, --token or hf auth login) and try again."
         )
     if isinstance(err, hf.RevisionNotFoundError):
         return QuantDeskError(f"{repo_id} has no revision '{revision}'; check the branch, tag or commit at {page}.")
     if isinstance(err, hf.RepositoryNotFoundError):
         return QuantDeskError(
             f"No model {repo_id} on the Hugging Face Hub (or it is private and this login cannot see it); "
-            "check the name, or log in (hf auth login, HF_TOKEN or --token) if it is private."
+            "check the name, or log in (a Hugging Face token: the window's token field, HF_TOKEN, --token or hf auth login) if it is private."
         )
     if isinstance(err, hf.DisabledRepoError):
         return QuantDeskError(f"{repo_id} has been disabled on the Hub; choose another model.")
@@ -108,7 +108,7 @@ def translate(err: BaseException, repo_id: str, revision: str | None = None) -> 
         status = getattr(getattr(err, "response", None), "status_code", None)
         if status == 401:
             return QuantDeskError(
-                "The Hub refused the token (invalid credentials); log in again with hf auth login or check "
+                "The Hub refused the token (invalid credentials); enter a valid token (the window's token field, HF_TOKEN, --token or hf auth login) or check "
                 "HF_TOKEN / --token."
             )
         if status == 403:

@@ -129,5 +129,5 @@ def _link(plan: DownloadPlan, cancel: Any) -> JobGen[Path]:
 
 def _paused(plan: DownloadPlan) -> JobCancelled:
     return JobCancelled(
-        f"Cancelled; what was downloaded of {plan.repo_id} stays in the cache, so the same command resumes it."
+        f"Cancelled; what was downloaded of {plan.repo_id} stays in the cache, so getting it again resumes where it stopped."
     )

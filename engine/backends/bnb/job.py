@@ -42,7 +42,7 @@ def run_plan(plan: BnbPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
         txn.part(final)
     try:
         child = run_in_child(_worker_entry, str(source.folder), jobs, plan.asked_device, plan.request.threads,
-                             cancel=cancel)
+                             name="bitsandbytes worker", cancel=cancel)
     except BaseException:
         if own_txn:
             txn.rollback()

@@ -110,6 +110,9 @@ def plan_job(request: QuantizeRequest, targets: list[Format]) -> GgufPlan:
     else:
         kind = "hf"
         converter = _check_convertible(source, info, opts.converter)
+        from engine.trust import check_pickle
+
+        check_pickle(source)  # the converter would torch.load() them: refuse now, not in the child
         input_type = "BF16" if (info.dtype or "").lower() == "bf16" else "F16"
         intermediate = Output(FORMATS[f"gguf:{input_type}"], out_dir / output_name(name, input_type))
     keep = opts.keep_intermediate
