@@ -37,7 +37,7 @@ Step = Literal[
     "warning", "load", "done",  # any job
     "convert", "quantize", "verify", "finish",  # GGUF
     "loading", "quantizing", "saving", "verifying", "finishing",  # bitsandbytes
-    "original", "perplexity", "speed",  # evaluation
+    "original", "perplexity", "speed", "check", "answers",  # evaluation, the quick check
     "download", "export",  # quantdesk get, quantdesk export
     "demo",  # preparing the demo model
 ]

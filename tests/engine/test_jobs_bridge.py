@@ -170,7 +170,9 @@ def test_other_errors_are_one_line_with_the_traceback_as_a_field(mode):
             run_job(job_in_child(_job_raises, False))
     err = caught.value
     assert "\n" not in str(err)
-    assert str(err) == ("ValueError: bad value" if mode == "call" else "KeyError: 'missing'")
+    # One sentence that says what to do and names what went wrong (engine.failures.explain).
+    assert ("ValueError: bad value" if mode == "call" else "KeyError: 'missing'") in str(err)
+    assert str(err).endswith("download them again.")
     assert err.traceback.startswith("Traceback") and ("_fails" if mode == "call" else "_job_raises") in err.traceback
     assert not hasattr(err, "child_traceback")
     copy = pickle.loads(pickle.dumps(err))

@@ -259,7 +259,7 @@ def test_bitsandbytes_worker_killed_while_saving(runs, tiny_dir, out):
     run = bnb_job(runs, tiny_dir, out)
     reach(run, "bitsandbytes saving", out).kill()
     assert run.ended(10) == 2
-    assert one_sentence(run).startswith("The worker process was killed (SIGKILL) before it finished;")
+    assert one_sentence(run).startswith("The bitsandbytes worker process was killed (SIGKILL) before it finished;")
     assert as_it_was(out)
 
 
