@@ -220,25 +220,6 @@ def check_output_folder(folder: Path) -> None:
         raise QuantDeskError(f"The output folder {folder} {where}; choose another folder.") from None
 
 
-def check_writable(folder: Path) -> None:
-    """Create ``folder`` if needed; raise QuantDeskError when it cannot be created or written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise QuantDeskError(
-            f"Cannot create the output folder {folder} ({err.strerror}); choose another folder."
-        ) from None
-    probe = folder / f".quantdesk-write-test-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-    except OSError:
-        raise QuantDeskError(
-            f"The output folder {folder} is not writable; choose another folder."
-        ) from None
-    finally:
-        remove_quietly(probe)
-
-
 def disk_full_sentence(folder: Path) -> str:
     return f"The disk holding {folder} is full; free some space or choose another output folder, then try again."
 

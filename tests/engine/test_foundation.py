@@ -9,7 +9,7 @@ import pytest
 
 from engine.errors import JobCancelled, QuantDeskError
 from engine.formats import get_format, parse_targets
-from engine.fsutil import check_writable, clean_stale_parts
+from engine.fsutil import check_output_folder, clean_stale_parts
 from engine.jobs import CancelToken, run_in_child
 from engine.units import parse_size
 
@@ -72,8 +72,9 @@ def test_stale_parts_are_removed_only_when_quantdesks_and_their_process_is_gone(
 def test_unwritable_output_folder_is_refused(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(QuantDeskError, match="choose another folder"):
-        check_writable(blocker / "out")
+    with pytest.raises(QuantDeskError, match="is a file, not a folder; choose another folder"):
+        check_output_folder(blocker / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # the check leaves no trace
 
 
 def _child_counts(reporter, n):
