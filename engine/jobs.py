@@ -38,6 +38,7 @@ Step = Literal[
     "convert", "quantize", "verify", "finish",  # GGUF
     "loading", "quantizing", "saving", "verifying", "finishing",  # bitsandbytes
     "original", "perplexity", "speed",  # evaluation
+    "check", "answers",  # the quick check after a quantize job
     "download", "export",  # quantdesk get, quantdesk export
     "demo",  # preparing the demo model
 ]
