@@ -152,6 +152,14 @@ def headline(rows: list[Row]) -> str | None:
     return f"Keep {kind}: {saving} ({quality})."
 
 
+def headline_of(rows: list[dict[str, Any]]) -> str | None:
+    """``headline`` for rows as ``Row.to_dict`` gives them (the window's library)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(Row)}
+    return headline([Row(**{k: v for k, v in row.items() if k in names}) for row in rows])
+
+
 def _size(n: int) -> str:
     from engine.units import format_bytes
 
@@ -159,7 +167,13 @@ def _size(n: int) -> str:
 
 
 def _original_size(rows: list[Row], source: str) -> int | None:
-    """The original's size: a full-precision output of the same source, else the source itself on disk."""
+    """The original's size: its own row, a full-precision output of the same source, else the source on disk."""
+    import os
+
+    real = os.path.realpath(source) if source else ""
+    for r in rows:
+        if real and os.path.realpath(r.path) == real:
+            return r.size_bytes
     for r in rows:
         if r.format in _FULL_PRECISION and r.source == source:
             return r.size_bytes
