@@ -220,10 +220,10 @@ class JobRow(QWidget):
             self.state.setText("done")
             self.step.setText("In the Hugging Face cache; the model opens now." if self.spec.kind == "get"
                               else ", ".join(p.name for p in self.outputs) or "done")
-            self.log("done: " + ", ".join(str(p) for p in self.outputs))
             lines = _verdict_lines(outcome.value) if self.spec.kind == "quantize" else []
             for line in lines:
                 self.log(f"check: {line}")
+            self.log("done: " + ", ".join(str(p) for p in self.outputs))
             self.verdicts.setText("\n".join(lines))
             self.verdicts.setVisible(bool(lines))
             offer = self.spec.kind == "quantize" and bool(self.outputs)

@@ -55,12 +55,14 @@ def test_verdict_on_the_job_card_and_in_results(qtbot, gui_settings, tmp_path, t
     evaluation = read_sidecar(made).evaluation
     verdict = evaluation["verdict"]
     assert verdict in VERDICTS
-    assert card.verdicts.isVisibleTo(window)
+    window.show_tab("quantize")
+    assert card.verdicts.isVisibleTo(window), card.verdicts.text()
     assert card.verdicts.text() == f"{verdict} — {evaluation['verdict_evidence']}"
     assert card.verdicts.text().startswith(f"{verdict} — Q8_0: same top token")
-    assert any(line.startswith("check: ") for line in card.log_lines)
+    assert any(f" check: {verdict} — " in line for line in card.log_lines)
 
     results = window.results
+    window.show_tab("results")
     qtbot.waitUntil(lambda: any(Path(r["path"]) == made for r in results.rows), timeout=60_000)
     row = next(i for i, r in enumerate(results.rows) if Path(r["path"]) == made)
     assert results.table.horizontalHeaderItem(VERDICT_COLUMN).text() == "Verdict"
