@@ -73,3 +73,36 @@ def test_verdict_on_the_job_card_and_in_results(qtbot, gui_settings, tmp_path, t
     assert verdict in ("near-lossless", "small loss")  # Q8_0 of the tiny model: KLD near zero
     assert results.headline.isVisibleTo(window)
     assert results.headline.text().startswith("Keep Q8_0: ") and "% smaller than the original" in results.headline.text()
+
+
+@pytest.mark.slow
+def test_cancelling_during_the_check_keeps_the_finished_outputs(qtbot, gui_settings, tmp_path, tiny_dir):
+    from engine.artifacts import read_sidecar
+
+    window = _window(qtbot)
+    window.open_model(tiny_dir)
+    qtbot.waitUntil(lambda: window.session.model_path == tiny_dir and bool(window.session.model_info)
+                    and not window.session.busy, timeout=60_000)
+    quantize = window.quantize
+    out = tmp_path / "out"
+    quantize.out_dir.setText(str(out))
+    quantize.preselect(["gguf:Q8_0"])
+    quantize.threads.setValue(2)
+    seen: list[str] = []
+
+    def on_progress(job, event):
+        seen.append(event.step)
+        if event.step in ("original", "perplexity") and seen.count(event.step) == 1:
+            job_list.rows[0].cancel_btn.click()  # as the user: while the check's child scores
+
+    job_list = quantize.job_list
+    window.queue.progress.connect(on_progress)
+    quantize.start.click()
+    qtbot.waitUntil(lambda: bool(job_list.rows) and job_list.rows[0].ended, timeout=300_000)
+    card = job_list.rows[0]
+    assert {"original", "perplexity"} & set(seen), seen
+    assert card.state.text() == "done", card.step.text()
+    assert not card.verdicts.text()
+    assert any("Quality check cancelled; the outputs are finished and kept." in line for line in card.log_lines)
+    made = out / "tiny-Q8_0.gguf"
+    assert made.is_file() and "verdict" not in read_sidecar(made).evaluation
