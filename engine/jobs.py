@@ -37,7 +37,8 @@ Step = Literal[
     "warning", "load", "done",  # any job
     "convert", "quantize", "verify", "finish",  # GGUF
     "loading", "quantizing", "saving", "verifying", "finishing",  # bitsandbytes
-    "original", "perplexity", "speed", "check", "answers",  # evaluation, the quick check
+    "original", "perplexity", "speed",  # evaluation
+    "check", "answers",  # the quick check after a quantize job
     "download", "export",  # quantdesk get, quantdesk export
     "demo",  # preparing the demo model
 ]

@@ -98,13 +98,24 @@ def render_card(artifacts: list[Artifact], *, source: Path | str | None, chat_te
         versions.update(art.versions)
     for key in sorted(versions):
         lines.append(f"- **{_plain(_VERSION_LABELS.get(key, key))}:** {_plain(versions[key])}")
-    lines += ["", "| File | Type | Size | Bits per weight | Made |", "|---|---|---|---|---|"]
+    judged = any(_verdict(art) for art in artifacts)
+    head, rule = "| File | Type | Size | Bits per weight | Made |", "|---|---|---|---|---|"
+    if judged:  # the quick check's verdict and its sentence of evidence (engine.evaluate.verdict)
+        head, rule = head + " Quality check |", rule + "---|"
+    lines += ["", head, rule]
     for art in artifacts:
         fmt = FORMATS.get(art.format)
         label = fmt.label if fmt else art.format
         bpw = _bits_per_weight(art)
-        lines.append(f"| {_cell(_code(Path(art.path).name))} | {_cell(_plain(label))} | "
-                     f"{format_bytes(art.size_bytes)} | {bpw} | {_cell(_plain(art.created_at[:10] or '?'))} |")
+        row = (f"| {_cell(_code(Path(art.path).name))} | {_cell(_plain(label))} | "
+               f"{format_bytes(art.size_bytes)} | {bpw} | {_cell(_plain(art.created_at[:10] or '?'))} |")
+        if judged:
+            verdict, evidence = _verdict(art), art.evaluation.get("verdict_evidence")
+            check = f"**{_plain(verdict)}**" if verdict else "-"
+            if verdict and isinstance(evidence, str) and evidence:
+                check += f" — {_plain(evidence)}"
+            row += f" {_cell(check)} |"
+        lines.append(row)
     ggufs = [a for a in artifacts if a.format.startswith("gguf:")]
     if ggufs:
         first = Path(_preferred(ggufs).path).name
@@ -140,6 +151,12 @@ def render_card(artifacts: list[Artifact], *, source: Path | str | None, chat_te
         lines += ["", "No chat template was found: this looks like a base model, so prompt it with plain text."]
     lines.append("")
     return "\n".join(lines)
+
+
+def _verdict(art: Artifact) -> str:
+    """The quick check's verdict recorded in the sidecar, or ""."""
+    value = art.evaluation.get("verdict") if isinstance(art.evaluation, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def _plain(text: str) -> str:

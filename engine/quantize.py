@@ -4,6 +4,11 @@ The whole job shares one transaction on the output folder (engine.fsutil):
 it holds the folder's lock, records every path as a backend creates it, and
 on cancel or failure removes exactly those and puts back every earlier output
 that was replaced, also the ones an earlier backend of the same job finished.
+
+Once the outputs are in place the quick check (engine.evaluate.quick_check)
+judges each against the source, unless the request says ``check=False``. The
+outputs are finished by then: a check that fails or is cancelled only becomes
+a warning event, and never touches them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from engine.fsutil import Transaction, check_out_text, disk_free, disk_full_sent
 from engine.jobs import CancelToken, EtaClock, JobGen, Progress, relay
 
 _FULL_BELOW = 1024**2  # free bytes under which a failed job is reported as "disk full"
+_CHECK_SHARE = 0.2  # of the job's progress bar given to the quick check (about its share of the time)
 
 
 def preflight(request: QuantizeRequest) -> list[tuple[Backend, Plan]]:
@@ -42,10 +48,11 @@ def quantize(request: QuantizeRequest, cancel: CancelToken | None = None) -> Job
     plans = preflight(request)
     txn = Transaction(Path(request.out_dir).expanduser(), overwrite=request.overwrite).begin()
     outputs: list[OutputRecord] = []
+    share = 1.0 - _CHECK_SHARE if request.check else 1.0
     try:
         for _backend, plan in plans:
             plan.txn = txn
-        yield from _run_plans(plans, cancel, outputs)
+        yield from _run_plans(plans, cancel, outputs, share)
         txn.commit()
     except BaseException as err:
         full = not cancel.cancelled and isinstance(err, (QuantDeskError, OSError)) and _disk_full(txn.folder)
@@ -53,8 +60,83 @@ def quantize(request: QuantizeRequest, cancel: CancelToken | None = None) -> Job
         if full:
             raise QuantDeskError(disk_full_sentence(txn.folder)) from None
         raise
+    if request.check and outputs:
+        yield from _check_outputs(request, outputs, cancel, start=share)
     yield Progress(step="done", fraction=1.0, message=f"{len(outputs)} output(s) ready")
     return outputs
+
+
+def _check_outputs(request: QuantizeRequest, outputs: list[OutputRecord], cancel: CancelToken,
+                   start: float) -> JobGen[None]:
+    """The quick check on each finished output, in turn; its verdict goes onto the record and the card.
+
+    Nothing here may undo the job: every failure, and a cancel, ends the checks
+    with a warning event and leaves the outputs as they are.
+    """
+    from engine.errors import JobCancelled
+    from engine.evaluate.quick_check import quick_check
+
+    clock = EtaClock()
+    count = len(outputs)
+    checked = False
+    for i, record in enumerate(outputs):
+        if cancel.cancelled:
+            yield Progress(step="warning", fraction=start + (1.0 - start) * i / count,
+                           message="Quality check cancelled; the outputs are finished and kept.")
+            break
+
+        def scale(event: Progress, i: int = i, name: str = Path(record.path).name) -> Progress | None:
+            if event.step == "done":
+                return None
+            part = (i + max(0.0, min(1.0, event.fraction))) / count
+            event.fraction = start + (1.0 - start) * part
+            event.eta_s = clock.eta(part)
+            if name not in event.message:
+                event.message = f"Checking {name}: {event.message}"
+            return event
+
+        try:
+            result = yield from relay(quick_check(Path(record.path), request.source, device=_check_device(record),
+                                                  threads=request.threads, cancel=cancel,
+                                                  name=record.format.split(":", 1)[1]), scale)
+        except JobCancelled:
+            yield Progress(step="warning", fraction=start + (1.0 - start) * i / count,
+                           message="Quality check cancelled; the outputs are finished and kept.")
+            break
+        except Exception as err:  # noqa: BLE001 - the outputs are finished: a failed check is only a warning
+            from engine.terminal import one_line
+
+            yield Progress(step="warning", fraction=start + (1.0 - start) * (i + 1) / count,
+                           message=f"Could not check the quality of {Path(record.path).name} "
+                           f"({one_line(str(err), 300)}); the output is finished and kept — "
+                           "try quantdesk eval on it.")
+            continue
+        record.verdict, record.verdict_evidence = result["verdict"], result["evidence"]
+        checked = True
+    if checked:
+        _rewrite_card(request)
+
+
+def _check_device(record: OutputRecord) -> str:
+    """GGUF outputs are checked with the CPU build; a bitsandbytes output where it was made (CUDA when there is one)."""
+    if record.format.startswith("gguf:"):
+        return "cpu"
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def _rewrite_card(request: QuantizeRequest) -> None:
+    """The model card again, now that the sidecars carry the verdicts (a card that is not ours stays as it is)."""
+    import contextlib
+
+    from engine.modelcard import write_model_card
+
+    with contextlib.suppress(OSError, QuantDeskError):
+        write_model_card(Path(request.out_dir).expanduser(), source=request.source.resolve())
 
 
 def _disk_full(folder: Path) -> bool:
@@ -80,9 +162,10 @@ def _check_card_files(request: QuantizeRequest) -> None:
         raise refuse_foreign(found[0])
 
 
-def _run_plans(plans: list[tuple[Backend, Plan]], cancel: CancelToken, outputs: list[OutputRecord]) -> JobGen[None]:
+def _run_plans(plans: list[tuple[Backend, Plan]], cancel: CancelToken, outputs: list[OutputRecord],
+               span: float = 1.0) -> JobGen[None]:
     weights = [len(plan.targets) for _, plan in plans]
-    total = float(sum(weights)) or 1.0
+    total = float(sum(weights)) / span or 1.0
     done = 0.0
     clock = EtaClock()
     for (backend, plan), weight in zip(plans, weights, strict=True):

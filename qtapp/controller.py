@@ -87,6 +87,7 @@ class JobController(QObject):
             threads=choice.threads,
             device=choice.device,
             options=choice.options,
+            check=choice.check,
         )
 
         names = ", ".join(get_format(t).name for t in choice.targets)

@@ -33,6 +33,7 @@ class QuantizeRequest:
     gguf: GgufOptions = field(default_factory=GgufOptions)
     bnb: BnbOptions = field(default_factory=BnbOptions)
     overwrite: bool = False  # replace same-name files and folders QuantDesk did not make
+    check: bool = True  # the quick check (engine.evaluate.quick_check) on every output once it is finished
 
     def __post_init__(self, options: dict[str, Any] | None) -> None:
         check_out_text(self.out_dir)
@@ -48,10 +49,12 @@ class OutputRecord:
     path: Path
     format: str  # format id, e.g. "gguf:Q4_K_M"
     size_bytes: int
+    verdict: str | None = None  # the quick check's verdict, when it ran and finished
+    verdict_evidence: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "type": self.format.split(":", 1)[1], "format": self.format,
-                "size_bytes": self.size_bytes}
+                "size_bytes": self.size_bytes, "verdict": self.verdict, "verdict_evidence": self.verdict_evidence}
 
 
 @dataclass

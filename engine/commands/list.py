@@ -3,8 +3,8 @@
 ``--json`` prints one object (a stable contract): ``{"folder", "artifacts": [...]}``
 where each artifact carries the keys of its sidecar (``name``, ``path``,
 ``kind``, ``format``, ``source``, ``source_name``, ``source_params``,
-``size_bytes``, ``options``, ``versions``, ``created_at``, ``evaluation``,
-``tracked``), plus ``warnings`` (one sentence per output skipped because
+``size_bytes``, ``options``, ``versions``, ``created_at``, ``evaluation`` (with
+the quick check's ``verdict`` and ``verdict_evidence``), ``tracked``), plus ``warnings`` (one sentence per output skipped because
 its sidecar is damaged) when there are any.
 """
 
@@ -67,7 +67,10 @@ def _table(artifacts: list) -> str:
 
     shown = [(key, title, fmt) for key, title, fmt in _EVAL_COLUMNS
              if any(isinstance(a.evaluation.get(key), (int, float)) for a in artifacts)]
+    verdicts = any(isinstance(a.evaluation.get("verdict"), str) for a in artifacts)
     header = ["NAME", "FORMAT", "SIZE", "BPW", "SOURCE", "CREATED", *[title for _, title, _ in shown]]
+    if verdicts:
+        header.append("VERDICT")
     rows = [header]
     for a in artifacts:
         bpw = a.bits_per_weight
@@ -82,6 +85,9 @@ def _table(artifacts: list) -> str:
         for key, _, fmt in shown:
             value = a.evaluation.get(key)
             row.append(fmt.format(value) if isinstance(value, (int, float)) else "-")
+        if verdicts:
+            verdict = a.evaluation.get("verdict")
+            row.append(one_line(verdict, 40) if isinstance(verdict, str) and verdict else "-")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]

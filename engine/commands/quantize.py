@@ -4,6 +4,8 @@ A live progress bar in a terminal; with ``--json`` one JSON object per line on
 stdout (a stable contract): ``{"event": "progress", ...}`` events, then
 ``{"event": "done", "outputs": [...]}`` or ``{"event": "error", "message": ...}``.
 Ctrl-C, SIGTERM and SIGHUP cancel cleanly within seconds: the worker ends, nothing is left.
+After the outputs are in place a quick quality check judges each one (``--no-check`` skips it);
+the verdict is in the ``done`` event. Cancelling or failing the check keeps the outputs (a warning).
 Exit 0 only when every target was produced; 130 when cancelled.
 """
 
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.errors import JobCancelled, QuantDeskError
+from engine.terminal import one_line
 from engine.units import format_bytes
 
 
@@ -51,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-double-quant", action="store_true",
                    help="bitsandbytes 4-bit: skip double quantization (slightly larger files)")
     p.add_argument("--int8-threshold", type=float, metavar="T", help="LLM.int8 outlier threshold (default 6.0)")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the quick quality check (KLD and a few fixed prompts against the source) "
+                   "that judges every output once the job is done")
     p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     p.set_defaults(func=run)
 
@@ -78,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         request = QuantizeRequest(
             source=Path(args.source).expanduser(), targets=targets, out_dir=Path(args.out).expanduser(),
             threads=args.threads, device=args.device, gguf=gguf, bnb=bnb, overwrite=args.overwrite,
+            check=not args.no_check,
         )
         with cancel_on_signals(cancel):
             outputs = run_job(quantize(request, cancel), emit.progress) or []
@@ -167,7 +174,11 @@ class _TerminalBar:
             self._err.write("\n")
             self._drawn = False
         for o in outputs:
-            print(f"{o.path}  {o.format.split(':', 1)[1]}  {format_bytes(o.size_bytes)}")
+            print(f"{o.path}  {o.format.split(':', 1)[1]}  {format_bytes(o.size_bytes)}"
+                  + (f"  {o.verdict}" if o.verdict else ""))
+        for o in outputs:
+            if o.verdict_evidence:
+                print(f"  {one_line(o.verdict_evidence)}")
 
     def error(self, message: str, cancelled: bool = False) -> None:
         if self._drawn:

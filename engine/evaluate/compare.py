@@ -26,6 +26,9 @@ class Row:
     kld_mean: float | None
     gen_tps: float | None
     prompt_tps: float | None
+    verdict: str | None = None  # the quick check's (engine.evaluate.verdict)
+    verdict_evidence: str | None = None
+    check_delta_ppl_pct: float | None = None  # the quick check's ΔPPL, in % of the original's
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,9 +118,78 @@ def compare_rows(artifacts: list[Artifact]) -> list[Row]:
             ppl = measured_as_base.get(str(Path(art.path).resolve()))
         base = ev.get("base_ppl") or reference.get(_text_key(ev))
         delta = ppl - base if ppl is not None and base is not None else None
+        raw = art.evaluation if isinstance(art.evaluation, dict) else {}
+        check = raw.get("quick_check") if isinstance(raw.get("quick_check"), dict) else {}
         rows.append(Row(art.path.name, str(art.path), art.format, art.source, art.size_bytes, bpw, ppl, delta,
-                        ev.get("kld_mean"), ev.get("gen_tps"), ev.get("prompt_tps")))
+                        ev.get("kld_mean"), ev.get("gen_tps"), ev.get("prompt_tps"),
+                        _text(raw, "verdict"), _text(raw, "verdict_evidence"), _number(check, "delta_ppl_pct")))
     return rows
+
+
+_KEEPABLE = ("near-lossless", "small loss")
+
+
+def headline(rows: list[Row]) -> str | None:
+    """Which file to keep: the smallest output judged near-lossless or small loss, and what it saves.
+
+    None when no output carries a verdict yet (nothing to say).
+    """
+    judged = [r for r in rows if r.verdict]
+    if not judged:
+        return None
+    keep = [r for r in judged if r.verdict in _KEEPABLE and r.format not in _FULL_PRECISION]
+    if not keep:
+        return ("No output keeps the original's quality: none was judged near-lossless or small loss; "
+                "try a larger type such as Q8_0.")
+    best = min(keep, key=lambda r: (r.size_bytes, r.name))
+    kind = best.format.split(":", 1)[-1] or best.name
+    original = _original_size(rows, best.source)
+    saving = (f"{100.0 * (1.0 - best.size_bytes / original):.0f}% smaller than the original"
+              if original and original > best.size_bytes else f"{_size(best.size_bytes)}")
+    quality = best.verdict or ""
+    if best.check_delta_ppl_pct is not None:
+        quality = f"{quality}, perplexity within {max(abs(best.check_delta_ppl_pct), 0.1):.1f}% of the original's"
+    return f"Keep {kind}: {saving} ({quality})."
+
+
+def headline_of(rows: list[dict[str, Any]]) -> str | None:
+    """``headline`` for rows as ``Row.to_dict`` gives them (the window's library)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(Row)}
+    return headline([Row(**{k: v for k, v in row.items() if k in names}) for row in rows])
+
+
+def _size(n: int) -> str:
+    from engine.units import format_bytes
+
+    return format_bytes(n)
+
+
+def _original_size(rows: list[Row], source: str) -> int | None:
+    """The original's size: its own row, a full-precision output of the same source, else the source on disk."""
+    import os
+
+    real = os.path.realpath(source) if source else ""
+    for r in rows:
+        if real and os.path.realpath(r.path) == real:
+            return r.size_bytes
+    for r in rows:
+        if r.format in _FULL_PRECISION and r.source == source:
+            return r.size_bytes
+    if source and Path(source).exists():
+        from engine.artifacts import size_on_disk
+
+        try:
+            return size_on_disk(Path(source)) or None
+        except OSError:
+            return None
+    return None
+
+
+def _text(ev: dict[str, Any], key: str) -> str | None:
+    value = ev.get(key)
+    return value if isinstance(value, str) and value else None
 
 
 def _number(ev: dict[str, Any] | None, key: str) -> float | None:
@@ -156,7 +228,7 @@ def format_table(rows: list[Row]) -> str:
     def num(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    header = ("artifact", "format", "size", "bpw", "PPL", "ΔPPL", "KLD", "tok/s")
+    header = ("artifact", "format", "size", "bpw", "PPL", "ΔPPL", "KLD", "tok/s", "verdict")
     body = [
         (
             r.name,
@@ -167,14 +239,15 @@ def format_table(rows: list[Row]) -> str:
             num(r.delta_ppl, "+.4f"),
             num(r.kld_mean, ".5f"),
             num(r.gen_tps, ".1f"),
+            r.verdict or "-",
         )
         for r in rows
     ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
     lines = []
     for i, line in enumerate([header, *body]):
-        cells = [str(c).ljust(w) if j < 2 else str(c).rjust(w) for j, (c, w) in enumerate(zip(line, widths,
-                                                                                                strict=True))]
+        cells = [str(c).ljust(w) if j < 2 or j == len(widths) - 1 else str(c).rjust(w)
+                 for j, (c, w) in enumerate(zip(line, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))

@@ -79,6 +79,14 @@ class JobRow(QWidget):
         info.addWidget(self.step, 1)
         info.addWidget(self.eta)
         layout.addLayout(info)
+        # The quick check's verdict on each output, with its sentence of evidence.
+        self.verdicts = QLabel("")
+        self.verdicts.setObjectName("Verdicts")
+        self.verdicts.setTextFormat(Qt.TextFormat.PlainText)
+        self.verdicts.setWordWrap(True)
+        self.verdicts.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.verdicts.hide()
+        layout.addWidget(self.verdicts)
         self.where = muted(f"Writing into {spec.out_dir}" if spec.out_dir else "")
         self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.where.setVisible(bool(spec.out_dir))
@@ -212,7 +220,12 @@ class JobRow(QWidget):
             self.state.setText("done")
             self.step.setText("In the Hugging Face cache; the model opens now." if self.spec.kind == "get"
                               else ", ".join(p.name for p in self.outputs) or "done")
+            lines = _verdict_lines(outcome.value) if self.spec.kind == "quantize" else []
+            for line in lines:
+                self.log(f"check: {line}")
             self.log("done: " + ", ".join(str(p) for p in self.outputs))
+            self.verdicts.setText("\n".join(lines))
+            self.verdicts.setVisible(bool(lines))
             offer = self.spec.kind == "quantize" and bool(self.outputs)
             self.chat_btn.setVisible(offer)
             self.eval_btn.setVisible(offer)
@@ -370,6 +383,20 @@ def _paths(value: Any) -> list[Path]:
     """What a job made: a list of outputs (quantize) or one path (a download, a hand-off)."""
     items = value if isinstance(value, (list, tuple)) else ([] if value is None else [value])
     return [Path(getattr(o, "path", o)) for o in items if isinstance(o, (str, Path)) or hasattr(o, "path")]
+
+
+def _verdict_lines(value: Any) -> list[str]:
+    """One line per checked output: its verdict, then the evidence (which starts with the type)."""
+    from engine.terminal import one_line
+
+    items = value if isinstance(value, (list, tuple)) else []
+    lines = []
+    for o in items:
+        verdict, evidence = getattr(o, "verdict", None), getattr(o, "verdict_evidence", None)
+        if isinstance(verdict, str) and verdict:
+            name = Path(getattr(o, "path", "")).name
+            lines.append(one_line(f"{verdict} — {evidence}" if evidence else f"{name}: {verdict}", 600))
+    return lines
 
 
 def duration(seconds: float) -> str:

@@ -43,6 +43,7 @@ class QuantizeChoice:
     threads: int | None
     device: str
     options: dict[str, Any]
+    check: bool = True  # the quick quality check after the job
 
 
 class QuantizeView(QWidget):
@@ -136,6 +137,14 @@ class QuantizeView(QWidget):
         self.advanced.addWidget(adv)
         layout.addWidget(self.advanced)
 
+        self.check = QCheckBox("Check &quality after quantizing")
+        self.check.setToolTip("Once the files are written, compare each with the original on a short text and "
+                              "six fixed questions, and give a verdict: near-lossless, small loss, noticeable "
+                              "loss or broken. Takes a fraction of the job's time; the files are kept either way.")
+        self.check.setChecked(_as_bool(settings.value("quick_check", True)))
+        self.check.toggled.connect(lambda on: settings.set_value("quick_check", bool(on)))
+        layout.addWidget(self.check)
+
         start_row = QHBoxLayout()
         self.start = QPushButton(icon("start"), "&Quantize")
         self.start.setObjectName("Primary")
@@ -162,7 +171,7 @@ class QuantizeView(QWidget):
     def choice(self) -> QuantizeChoice:
         return QuantizeChoice(targets=self.targets(), out_dir=self.chosen_out_dir(),
                               threads=self.threads.value() or None, device=self.device.currentText(),
-                              options=self.options())
+                              options=self.options(), check=self.check.isChecked())
 
     def _box(self, fid: str) -> QCheckBox:
         fmt = FORMATS[fid]
@@ -216,6 +225,13 @@ class QuantizeView(QWidget):
         if self.converter.text().strip():
             opts["converter"] = self.converter.text().strip()
         return opts
+
+
+def _as_bool(value: Any) -> bool:
+    """A QSettings value as a bool (an ini file gives back the string "false")."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "")
+    return bool(value)
 
 
 def _type_combo() -> QComboBox:

@@ -26,7 +26,8 @@ from qtapp.assets import icon
 from qtapp.views.handoff import HandoffRow
 from qtapp.views.widgets import heading, muted, panel
 
-COLUMNS = ["Artifact", "Format", "Size", "Bits/weight", "PPL", "ΔPPL", "KLD", "Tokens/s"]
+COLUMNS = ["Artifact", "Format", "Size", "Bits/weight", "PPL", "ΔPPL", "KLD", "Tokens/s", "Verdict"]
+VERDICT_COLUMN = COLUMNS.index("Verdict")
 
 
 class ResultsView(QWidget):
@@ -54,6 +55,16 @@ class ResultsView(QWidget):
         layout.addLayout(top)
         self.summary = muted("Quantize the model to see its outputs here.")
         layout.addWidget(self.summary)
+        # Which file to keep, from the quick checks' verdicts (engine.evaluate.compare.headline).
+        self.headline = QLabel("")
+        self.headline.setObjectName("Headline")
+        self.headline.setTextFormat(Qt.TextFormat.PlainText)
+        self.headline.setWordWrap(True)
+        bold = self.headline.font()
+        bold.setBold(True)
+        self.headline.setFont(bold)
+        self.headline.hide()
+        layout.addWidget(self.headline)
         self.handoff = HandoffRow("Selected GGUF:")
         self.handoff.requested.connect(self.export_requested.emit)
         self.handoff.set_paths([])
@@ -124,11 +135,15 @@ class ResultsView(QWidget):
                 _num(row.get("delta_ppl"), 3, signed=True),
                 _num(row.get("kld_mean"), 4),
                 _num(row.get("gen_tps"), 1),
+                row.get("verdict") or "—",
             ]
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(f"{text}\n{row.get('path', '')}" if c < 2 else str(row.get("path", "")))
-                if c >= 2:
+                if c == VERDICT_COLUMN:
+                    item.setToolTip(row.get("verdict_evidence") or "Not checked yet: the quick check runs after "
+                                    "each quantize job when \"Check quality after quantizing\" is ticked.")
+                elif c >= 2:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(r, c, item)
         measured = sum(1 for row in rows if row.get("ppl") is not None)
@@ -136,6 +151,11 @@ class ResultsView(QWidget):
             f"{plural(len(rows), 'model')} listed, {measured} evaluated. Select rows and press Evaluate to measure "
             "perplexity, KL divergence against the original and speed."
             if rows else "Quantize the model to see its outputs here.")
+        from engine.evaluate.compare import headline_of
+
+        line = headline_of(rows) if rows else None
+        self.headline.setText(line or "")
+        self.headline.setVisible(bool(line))
         self._chart().show_rows(rows)
 
     # --- evaluations in progress ------------------------------------------------
