@@ -447,6 +447,18 @@ class Transaction:
             remove_quietly(path)
             self._created.remove(path)
 
+    def take_back(self, final: Path) -> None:
+        """Undo one path this job put in place: remove it, and put back the earlier version it replaced."""
+        final = Path(final)
+        if final not in self._created:
+            return
+        self._created.remove(final)
+        old = self._kept.pop(final, None)
+        if old is None:
+            remove_quietly(final)
+        else:
+            self._restore(final, old)
+
     def owns(self, path: Path) -> bool:
         return path in self._created or path in self._kept
 

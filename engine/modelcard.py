@@ -116,6 +116,8 @@ def render_card(artifacts: list[Artifact], *, source: Path | str | None, chat_te
                 check += f" — {_plain(evidence)}"
             row += f" {_cell(check)} |"
         lines.append(row)
+    for art in artifacts:
+        lines += _autopick_lines(art)
     ggufs = [a for a in artifacts if a.format.startswith("gguf:")]
     if ggufs:
         first = Path(_preferred(ggufs).path).name
@@ -151,6 +153,28 @@ def render_card(artifacts: list[Artifact], *, source: Path | str | None, chat_te
         lines += ["", "No chat template was found: this looks like a base model, so prompt it with plain text."]
     lines.append("")
     return "\n".join(lines)
+
+
+def _autopick_lines(art: Artifact) -> list[str]:
+    """How ``--to auto --max-size`` chose this file (engine.autopick): every candidate's size and numbers."""
+    pick = art.evaluation.get("autopick") if isinstance(art.evaluation, dict) else None
+    if not isinstance(pick, dict) or not isinstance(pick.get("candidates"), list):
+        return []
+    lines = ["", f"## Chosen for a size budget of {format_bytes(pick.get('max_bytes'))}", "",
+             f"{_code(Path(art.path).name)} had the lowest KLD of the candidates that fit and were checked "
+             "(sizes from llama.cpp's dry run).", "",
+             "| Candidate | Size | Fits | KLD | Same top token | Verdict |", "|---|---|---|---|---|---|"]
+    for row in pick["candidates"]:
+        if not isinstance(row, dict):
+            continue
+        kld, top = row.get("kld_mean"), row.get("same_top_pct")
+        name = _plain(str(row.get("type", "?"))) + (" (chosen)" if row.get("chosen") else "")
+        lines.append(f"| {_cell(name)} — {_cell(_plain(str(row.get('about', ''))))} | "
+                     f"{format_bytes(row.get('size_bytes'))} | {'yes' if row.get('fits') else 'no'} | "
+                     f"{f'{kld:.4f}' if isinstance(kld, (int, float)) else '-'} | "
+                     f"{f'{top:.0f}%' if isinstance(top, (int, float)) else '-'} | "
+                     f"{_cell(_plain(str(row.get('verdict') or '-')))} |")
+    return lines
 
 
 def _verdict(art: Artifact) -> str:

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", metavar="SRC", help="Hugging Face model folder or .gguf file")
     p.add_argument("--to", required=True, metavar="TYPES",
-                   help="comma-separated targets, e.g. Q4_K_M,Q6_K,Q8_0 or bnb-nf4")
+                   help="comma-separated targets, e.g. Q4_K_M,Q6_K,Q8_0 or bnb-nf4; or auto with --max-size")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace same-name files or folders in DIR that QuantDesk did not make")
@@ -57,6 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-check", action="store_true",
                    help="skip the quick quality check (KLD and a few fixed prompts against the source) "
                    "that judges every output once the job is done")
+    p.add_argument("--max-size", metavar="SIZE",
+                   help="with --to auto: the largest GGUF file wanted, e.g. 4GB; the candidates that fit are "
+                   "made and checked and the one with the lowest KLD is kept")
+    p.add_argument("--candidates", type=int, default=None, metavar="N",
+                   help="with --to auto: make and check at most N candidates (default 3)")
+    p.add_argument("--keep-candidates", action="store_true",
+                   help="with --to auto: keep every candidate made, not only the chosen one")
     p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     p.set_defaults(func=run)
 
@@ -72,7 +79,13 @@ def run(args: argparse.Namespace) -> int:
     cancel = CancelToken()
     try:
         check_out_text(args.out)
-        targets = parse_targets(args.to)
+        auto = args.to.strip().lower() == "auto"
+        if not auto and (args.max_size or args.keep_candidates or args.candidates is not None):
+            raise QuantDeskError("--max-size, --candidates and --keep-candidates go with --to auto; "
+                                 "drop them or pass --to auto.")
+        if auto and not args.max_size:
+            raise QuantDeskError("--to auto needs a budget; add --max-size, e.g. --max-size 4GB.")
+        targets = [] if auto else parse_targets(args.to)
         gguf = GgufOptions(
             keep_intermediate=args.keep_intermediate, converter=args.converter, requantize=args.requantize,
             output_tensor_type=args.output_tensor_type, token_embedding_type=args.token_embedding_type,
@@ -86,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads, device=args.device, gguf=gguf, bnb=bnb, overwrite=args.overwrite,
             check=not args.no_check,
         )
+        job = quantize(request, cancel) if not auto else _auto_job(request, args, cancel)
         with cancel_on_signals(cancel):
-            outputs = run_job(quantize(request, cancel), emit.progress) or []
+            outputs = run_job(job, emit.progress) or []
     except JobCancelled as err:
         emit.error(str(err), cancelled=True)
         return 130
@@ -101,6 +115,15 @@ def run(args: argparse.Namespace) -> int:
         emit.error(f"Not produced: {', '.join(missing)}.")
         return 1
     return 0
+
+
+def _auto_job(request: Any, args: argparse.Namespace, cancel: Any) -> Any:
+    """``--to auto``: the best GGUF under ``--max-size`` (engine.autopick)."""
+    from engine.autopick import DEFAULT_CANDIDATES, auto_quantize
+    from engine.units import parse_size
+
+    return auto_quantize(request, parse_size(args.max_size), keep_candidates=args.keep_candidates,
+                         max_candidates=DEFAULT_CANDIDATES if args.candidates is None else args.candidates, cancel=cancel)
 
 
 class _JsonEvents:

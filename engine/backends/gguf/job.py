@@ -46,7 +46,7 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
         for warning in plan.warnings:
             yield Progress(step="warning", fraction=0.0, message=warning)
         _warm_up("gguf")  # the reader is needed to verify; import it while the child works
-        source_file = plan.intermediate.part if plan.intermediate is not None else plan.source
+        source_file = plan.intermediate.part if plan.intermediate is not None else plan.input_file or plan.source
         if plan.intermediate is not None:
             inter = plan.intermediate
             yield Progress(step="convert", fraction=0.0, message=f"Converting to {inter.type}: starting")
@@ -65,7 +65,7 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
             params[inter.type] = verify_gguf(inter.part, file_type=int(inter.format.gguf_ftype or 0),
                                              tensor_count=tensor_count, label=inter.format.label)
         else:
-            tensor_count = read_gguf_facts(plan.source)[0]
+            tensor_count = read_gguf_facts(source_file)[0]
             if plan.quantize:
                 quantizer = _Quantizer(plan, source_file, metadata, cancel, wait=False)
         if quantizer is not None:
@@ -165,7 +165,7 @@ class _Quantizer:
     def __init__(self, plan: GgufPlan, source_file: Path, metadata: dict[str, str], cancel: CancelToken,
                  wait: bool) -> None:
         jobs = [{"src": str(source_file), "dst": str(out.part), "ftype": int(out.format.gguf_ftype or 0),
-                 "type": out.type, "requantize": plan.requantize} for out in plan.quantize]
+                 "type": out.type, "requantize": plan.requantize, "options": out.options} for out in plan.quantize]
         self._go = SharedFlag() if wait else None  # polled: no lock a dying process could keep
         self.cancel = _LinkedCancel(cancel)
         self.child = run_in_child(quantize_worker, jobs, plan.threads, plan.quant_options, metadata, self._go,
@@ -188,7 +188,8 @@ class _Quantizer:
 def _quantize(plan: GgufPlan, quantizer: _Quantizer, tensor_count: int,
               progress: _Fractions) -> Generator[Progress, None, dict[str, int]]:
     params: dict[str, int] = {}
-    data_bytes = max(1, (plan.intermediate.part if plan.intermediate else plan.source).stat().st_size)
+    data_bytes = max(1, (plan.intermediate.part if plan.intermediate else plan.input_file or plan.source)
+                     .stat().st_size)
 
     def event(kind: str, p: dict[str, Any]) -> Progress | None:
         out = plan.quantize[p["job"]]
@@ -256,6 +257,7 @@ def _record(plan: GgufPlan, out: Output, params: int, versions: dict[str, str], 
         options["bits_per_weight"] = round(size * 8 / params, 3)
     if out is not plan.intermediate:
         options.update({k: v for k, v in plan.quant_options.items() if v})
+        options.update(out.options)
         if plan.requantize:
             options["requantized_from"] = plan.input_type
     txn.claim(sidecar_path(out.final), is_sidecar)

@@ -27,6 +27,8 @@ class Output:
 
     format: Format
     final: Path
+    variant: str = ""  # a mix's suffix to the type name, e.g. "-O8" (engine.autopick)
+    options: dict[str, Any] = field(default_factory=dict)  # this output's own quantizer options
 
     @property
     def part(self) -> Path:
@@ -34,7 +36,7 @@ class Output:
 
     @property
     def type(self) -> str:
-        return self.format.name
+        return self.format.name + self.variant
 
 
 @dataclass
@@ -54,6 +56,7 @@ class GgufPlan(Plan):
     quant_options: dict[str, Any] = field(default_factory=dict)
     needed_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
+    input_file: Path | None = None  # quantize from this GGUF instead of the source (an earlier conversion)
 
     @property
     def outputs(self) -> list[Output]:

@@ -96,15 +96,7 @@ def quantize_worker(reporter: ChildReporter, jobs: list[dict[str, Any]], threads
         current["i"] = i
         done_bytes[0] = 0.0
         reporter.send("start", job=i, type=job["type"])
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = int(job["ftype"])
-        params.nthread = int(threads or 0)
-        params.allow_requantize = bool(job.get("requantize"))
-        params.pure = bool(options.get("pure"))
-        if options.get("output_tensor_type") is not None:
-            params.output_tensor_type = int(options["output_tensor_type"])
-        if options.get("token_embedding_type") is not None:
-            params.token_embedding_type = int(options["token_embedding_type"])
+        params = quantize_params(llama_cpp, job, threads, {**options, **(job.get("options") or {})})
         params.kv_overrides = ctypes.cast(kv, ctypes.POINTER(llama_cpp.llama_model_kv_override))
         lines.errors.clear()
         rc = llama_cpp.llama_model_quantize(job["src"].encode(), job["dst"].encode(), ctypes.byref(params))
@@ -117,6 +109,69 @@ def quantize_worker(reporter: ChildReporter, jobs: list[dict[str, Any]], threads
         results.append({"type": job["type"], "path": job["dst"]})
     reporter.finish(results)  # every file is closed
     return results
+
+
+def quantize_params(llama_cpp: Any, job: dict[str, Any], threads: int, options: dict[str, Any]) -> Any:
+    """llama.cpp's quantize parameters for one job; ``tensor_types`` is ``[[regex, ggml type], ...]``."""
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(job["ftype"])
+    params.nthread = int(threads or 0)
+    params.allow_requantize = bool(job.get("requantize"))
+    params.pure = bool(options.get("pure"))
+    if options.get("output_tensor_type") is not None:
+        params.output_tensor_type = int(options["output_tensor_type"])
+    if options.get("token_embedding_type") is not None:
+        params.token_embedding_type = int(options["token_embedding_type"])
+    overrides = options.get("tensor_types") or []
+    if overrides:  # ended by an empty pattern, as llama.cpp expects
+        arr = (llama_cpp.llama_model_tensor_override * (len(overrides) + 1))()
+        for slot, (pattern, type_id) in zip(arr, overrides, strict=False):
+            slot.pattern = str(pattern).encode()
+            slot.type = int(type_id)
+        _KEEP_ALIVE.append(arr)
+        params.tt_overrides = ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
+    return params
+
+
+_QUANT_SIZE = re.compile(r"quant size\s*=\s*([0-9.]+)\s*MiB")
+_MODEL_SIZE = re.compile(r"model size\s*=\s*([0-9.]+)\s*MiB")
+
+
+def dry_run_worker(reporter: ChildReporter, src: str, jobs: list[dict[str, Any]], threads: int) -> list[int]:
+    """Child entry point: each job's output size in bytes, from llama.cpp's ``dry_run`` (nothing is written).
+
+    llama.cpp logs the tensor data's size ("quant size = 98.87 MiB"); the file
+    also holds the input's header and vocabulary, the same bytes as in ``src``,
+    so that difference is added (exact to llama.cpp's 0.01 MiB).
+    """
+    import os
+
+    import llama_cpp
+
+    text: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def log_callback(level: int, piece: bytes, _user: Any) -> None:
+        text.append(piece.decode("utf-8", errors="replace"))
+
+    _KEEP_ALIVE.append(log_callback)
+    llama_cpp.llama_log_set(log_callback, ctypes.c_void_p(0))
+    sizes = []
+    for job in jobs:
+        if reporter.cancelled:
+            raise JobCancelled()
+        params = quantize_params(llama_cpp, job, threads, job.get("options") or {})
+        params.dry_run = True
+        text.clear()
+        rc = llama_cpp.llama_model_quantize(src.encode(), (src + ".dry-run").encode(), ctypes.byref(params))
+        log = "".join(text)
+        quant, model = _QUANT_SIZE.search(log), _MODEL_SIZE.search(log)
+        if rc != 0 or quant is None or model is None:
+            raise QuantDeskError(f"llama.cpp could not work out the size of {job['type']}; check the input file.")
+        header = max(0, os.path.getsize(src) - round(float(model.group(1)) * _MIB))
+        sizes.append(round(float(quant.group(1)) * _MIB) + header)
+        reporter.send("size", type=job["type"], bytes=sizes[-1])
+    return sizes
 
 
 def _kv_overrides(llama_cpp: Any, metadata: dict[str, str]) -> Any:
