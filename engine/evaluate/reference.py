@@ -136,9 +136,19 @@ class ReferenceCache:
         except Exception:  # noqa: BLE001 - missing or damaged: ask the source again
             return None
 
-    def save_answers(self, key: str, answers: list[str]) -> Path | None:
-        body = json.dumps({"key": key, "answers": answers}).encode("utf-8")
+    def save_answers(self, key: str, answers: list[str], extra: dict[str, Any] | None = None) -> Path | None:
+        body = json.dumps({**(extra or {}), "key": key, "answers": answers}).encode("utf-8")
         return self._write(self._path("answers", key, ".json"), lambda fh: fh.write(body))
+
+    def load_answer_record(self, key: str) -> dict[str, Any] | None:
+        """The whole saved answers record (answers plus whatever ``extra`` was saved with them)."""
+        if self.load_answers(key) is None:
+            return None
+        try:
+            data = json.loads(self._path("answers", key, ".json").read_text(encoding="utf-8"))
+        except Exception:  # noqa: BLE001 - removed in between: ask the source again
+            return None
+        return data if isinstance(data, dict) else None
 
     # --- writing and bounding ----------------------------------------------------------------
 

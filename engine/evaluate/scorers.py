@@ -30,6 +30,10 @@ class Scorer:
         """float32 (len(tokens) - first, n_vocab): logits at positions first..end, fresh context."""
         raise NotImplementedError
 
+    def detokenize(self, tokens: list[int]) -> str:
+        """The text of ``tokens`` (special tokens render as nothing)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -55,6 +59,9 @@ class GgufScorer(Scorer):
 
     def tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self._llm.detokenize(tokens).decode("utf-8", errors="replace")
 
     def chunk_logits(self, tokens: list[int], first: int) -> np.ndarray:
         lib = self._lib
@@ -108,6 +115,9 @@ class HfScorer(Scorer):
 
     def tokenize(self, text: str) -> list[int]:
         return [int(t) for t in self._tok(text)["input_ids"]]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return str(self._tok.decode(tokens, skip_special_tokens=True))
 
     def chunk_logits(self, tokens: list[int], first: int) -> np.ndarray:
         torch = self._torch
