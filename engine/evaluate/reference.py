@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.errors import QuantDeskError
 from engine.evaluate.perplexity import TOP_K, OriginalRun, score_original
 from engine.evaluate.scorers import Scorer
 from engine.jobs import CancelToken, JobGen, Progress
@@ -225,3 +226,19 @@ def original_reference(
     if cache is not None:
         cache.save(key, run)
     return run, False
+
+
+def cached_reference(output: Path, source: Path | str, text: str, n_ctx: int, *, max_tokens: int | None = None,
+                     device: str = "cpu") -> OriginalRun | None:
+    """The original's scores over ``text`` if an earlier eval or quick check left them beside ``output``.
+
+    Never loads a model: None when the source is gone or nothing matching is cached.
+    """
+    source = Path(source).expanduser()
+    if not str(source) or not source.exists():
+        return None
+    try:
+        key = reference_key(source, text, n_ctx, max_tokens, device)
+    except (OSError, QuantDeskError):
+        return None
+    return ReferenceCache(cache_dir_for(output)).load(key)
