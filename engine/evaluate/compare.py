@@ -149,6 +149,7 @@ def _cached_original_ppl(art: Artifact, ev: dict[str, Any], raw: dict[str, Any])
 
 
 _KEEPABLE = ("near-lossless", "small loss")
+_DEFAULTS = ("verdict", "verdict_evidence", "check_delta_ppl_pct", "check_kld_mean", "base_from_cache")
 
 
 def headline(rows: list[Row]) -> str | None:
@@ -159,11 +160,10 @@ def headline(rows: list[Row]) -> str | None:
     judged = [r for r in rows if r.verdict]
     if not judged:
         return None
-    keep = [r for r in judged if r.verdict in _KEEPABLE and r.format not in _FULL_PRECISION]
-    if not keep:
+    best = recommended(rows)
+    if best is None:
         return ("No output keeps the original's quality: none was judged near-lossless or small loss; "
                 "try a larger type such as Q8_0.")
-    best = min(keep, key=lambda r: (r.size_bytes, r.name))
     kind = best.format.split(":", 1)[-1] or best.name
     original = _original_size(rows, best.source)
     saving = (f"{100.0 * (1.0 - best.size_bytes / original):.0f}% smaller than the original"
@@ -172,6 +172,22 @@ def headline(rows: list[Row]) -> str | None:
     if best.check_delta_ppl_pct is not None:
         quality = f"{quality}, perplexity within {max(abs(best.check_delta_ppl_pct), 0.1):.1f}% of the original's"
     return f"Keep {kind}: {saving} ({quality})."
+
+
+def recommended(rows: list[Row]) -> Row | None:
+    """The row the headline tells the user to keep: the smallest output judged near-lossless or small loss."""
+    keep = [r for r in rows if r.verdict in _KEEPABLE and r.format not in _FULL_PRECISION]
+    return min(keep, key=lambda r: (r.size_bytes, r.name)) if keep else None
+
+
+def recommended_path(rows: list[dict[str, Any]]) -> str | None:
+    """``recommended`` for rows as ``Row.to_dict`` gives them: the path of the file to keep."""
+    from dataclasses import fields
+
+    names = [f.name for f in fields(Row)]
+    best = recommended([Row(**{n: row.get(n) for n in names if n in row or n not in _DEFAULTS})
+                        for row in rows if row.get("verdict") and row.get("size_bytes")])
+    return best.path if best is not None else None
 
 
 def headline_of(rows: list[dict[str, Any]]) -> str | None:
