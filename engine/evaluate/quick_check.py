@@ -95,6 +95,14 @@ def source_answers(path: Path, prompts: tuple[str, ...], *, device: str, threads
     from engine.jobs import run_job
 
     chat = open_chat(path, device=device, n_ctx=512, threads=threads)
+    if device == "cpu" and hasattr(chat, "dtype"):
+        import torch
+
+        from engine.chat.transformers import hf_quantization
+
+        # float32 as the scores were computed: bf16 matrix products are many times slower on most CPUs
+        if hf_quantization(path) is None:
+            chat.dtype = torch.float32
     run_job(chat.load(CancelToken()))
     try:
         record: dict[str, Any] = {"answers": [], "prompt_ids": [], "answer_ids": []}
