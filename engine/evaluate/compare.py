@@ -29,6 +29,8 @@ class Row:
     verdict: str | None = None  # the quick check's (engine.evaluate.verdict)
     verdict_evidence: str | None = None
     check_delta_ppl_pct: float | None = None  # the quick check's ΔPPL, in % of the original's
+    check_kld_mean: float | None = None  # the quick check's mean KLD against the original
+    base_from_cache: bool = False  # the original's PPL (for ΔPPL) was read from the evaluation cache
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,17 +118,38 @@ def compare_rows(artifacts: list[Artifact]) -> list[Row]:
         ppl = ev.get("ppl")
         if ppl is None:  # e.g. the original: measured as the base of another artifact's KLD run
             ppl = measured_as_base.get(str(Path(art.path).resolve()))
-        base = ev.get("base_ppl") or reference.get(_text_key(ev))
-        delta = ppl - base if ppl is not None and base is not None else None
         raw = art.evaluation if isinstance(art.evaluation, dict) else {}
+        base = ev.get("base_ppl") or reference.get(_text_key(ev))
+        from_cache = False
+        if base is None and ppl is not None and art.format not in _FULL_PRECISION:
+            base = _cached_original_ppl(art, ev, raw)
+            from_cache = base is not None
+        delta = ppl - base if ppl is not None and base is not None else None
         check = raw.get("quick_check") if isinstance(raw.get("quick_check"), dict) else {}
         rows.append(Row(art.path.name, str(art.path), art.format, art.source, art.size_bytes, bpw, ppl, delta,
                         ev.get("kld_mean"), ev.get("gen_tps"), ev.get("prompt_tps"),
-                        _text(raw, "verdict"), _text(raw, "verdict_evidence"), _number(check, "delta_ppl_pct")))
+                        _text(raw, "verdict"), _text(raw, "verdict_evidence"), _number(check, "delta_ppl_pct"),
+                        _number(check, "kld_mean"), from_cache))
     return rows
 
 
+def _cached_original_ppl(art: Artifact, ev: dict[str, Any], raw: dict[str, Any]) -> float | None:
+    """The original's PPL over the text this output was measured on, from the cache beside it (no model runs).
+
+    Only for the shipped texts (the only ones a sidecar names well enough to rebuild) and a source still there.
+    """
+    if ev.get("text") != "built-in texts" or not isinstance(ev.get("n_ctx"), int) or not art.source:
+        return None
+    from engine.evaluate.reference import cached_reference
+    from engine.evaluate.texts import default_text
+
+    device = raw.get("device") if raw.get("device") in ("cpu", "cuda") else "cpu"
+    run = cached_reference(art.path, art.source, default_text(), ev["n_ctx"], device=device)
+    return run.base_ppl if run is not None else None
+
+
 _KEEPABLE = ("near-lossless", "small loss")
+_DEFAULTS = ("verdict", "verdict_evidence", "check_delta_ppl_pct", "check_kld_mean", "base_from_cache")
 
 
 def headline(rows: list[Row]) -> str | None:
@@ -137,11 +160,10 @@ def headline(rows: list[Row]) -> str | None:
     judged = [r for r in rows if r.verdict]
     if not judged:
         return None
-    keep = [r for r in judged if r.verdict in _KEEPABLE and r.format not in _FULL_PRECISION]
-    if not keep:
+    best = recommended(rows)
+    if best is None:
         return ("No output keeps the original's quality: none was judged near-lossless or small loss; "
                 "try a larger type such as Q8_0.")
-    best = min(keep, key=lambda r: (r.size_bytes, r.name))
     kind = best.format.split(":", 1)[-1] or best.name
     original = _original_size(rows, best.source)
     saving = (f"{100.0 * (1.0 - best.size_bytes / original):.0f}% smaller than the original"
@@ -150,6 +172,22 @@ def headline(rows: list[Row]) -> str | None:
     if best.check_delta_ppl_pct is not None:
         quality = f"{quality}, perplexity within {max(abs(best.check_delta_ppl_pct), 0.1):.1f}% of the original's"
     return f"Keep {kind}: {saving} ({quality})."
+
+
+def recommended(rows: list[Row]) -> Row | None:
+    """The row the headline tells the user to keep: the smallest output judged near-lossless or small loss."""
+    keep = [r for r in rows if r.verdict in _KEEPABLE and r.format not in _FULL_PRECISION]
+    return min(keep, key=lambda r: (r.size_bytes, r.name)) if keep else None
+
+
+def recommended_path(rows: list[dict[str, Any]]) -> str | None:
+    """``recommended`` for rows as ``Row.to_dict`` gives them: the path of the file to keep."""
+    from dataclasses import fields
+
+    names = [f.name for f in fields(Row)]
+    best = recommended([Row(**{n: row.get(n) for n in names if n in row or n not in _DEFAULTS})
+                        for row in rows if row.get("verdict") and row.get("size_bytes")])
+    return best.path if best is not None else None
 
 
 def headline_of(rows: list[dict[str, Any]]) -> str | None:

@@ -11,7 +11,7 @@ the mean NLL.
 KL divergence compares a model against its original over the same tokens.
 The original's distribution at each position is kept as its ``TOP_K`` (4,096)
 most likely tokens (16- or 32-bit ids, 32-bit log-probabilities) plus the
-probability left over, so a reference is about 24 KiB per scored token (12 MiB
+probability left over, so a reference is about 24 KiB per scored token (6 MiB
 for the quick check) and can be cached on disk (engine/evaluate/reference.py).
 KL(original ‖ model) is summed exactly over those tokens and the rest is folded
 into one "other" bucket; by the log-sum inequality that bucket can only

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.errors import QuantDeskError
 from engine.evaluate.perplexity import TOP_K, OriginalRun, score_original
 from engine.evaluate.scorers import Scorer
 from engine.jobs import CancelToken, JobGen, Progress
@@ -136,9 +137,19 @@ class ReferenceCache:
         except Exception:  # noqa: BLE001 - missing or damaged: ask the source again
             return None
 
-    def save_answers(self, key: str, answers: list[str]) -> Path | None:
-        body = json.dumps({"key": key, "answers": answers}).encode("utf-8")
+    def save_answers(self, key: str, answers: list[str], extra: dict[str, Any] | None = None) -> Path | None:
+        body = json.dumps({**(extra or {}), "key": key, "answers": answers}).encode("utf-8")
         return self._write(self._path("answers", key, ".json"), lambda fh: fh.write(body))
+
+    def load_answer_record(self, key: str) -> dict[str, Any] | None:
+        """The whole saved answers record (answers plus whatever ``extra`` was saved with them)."""
+        if self.load_answers(key) is None:
+            return None
+        try:
+            data = json.loads(self._path("answers", key, ".json").read_text(encoding="utf-8"))
+        except Exception:  # noqa: BLE001 - removed in between: ask the source again
+            return None
+        return data if isinstance(data, dict) else None
 
     # --- writing and bounding ----------------------------------------------------------------
 
@@ -215,3 +226,19 @@ def original_reference(
     if cache is not None:
         cache.save(key, run)
     return run, False
+
+
+def cached_reference(output: Path, source: Path | str, text: str, n_ctx: int, *, max_tokens: int | None = None,
+                     device: str = "cpu") -> OriginalRun | None:
+    """The original's scores over ``text`` if an earlier eval or quick check left them beside ``output``.
+
+    Never loads a model: None when the source is gone or nothing matching is cached.
+    """
+    source = Path(source).expanduser()
+    if not str(source) or not source.exists():
+        return None
+    try:
+        key = reference_key(source, text, n_ctx, max_tokens, device)
+    except (OSError, QuantDeskError):
+        return None
+    return ReferenceCache(cache_dir_for(output)).load(key)

@@ -30,6 +30,10 @@ class Scorer:
         """float32 (len(tokens) - first, n_vocab): logits at positions first..end, fresh context."""
         raise NotImplementedError
 
+    def detokenize(self, tokens: list[int]) -> str:
+        """The text of ``tokens`` (special tokens render as nothing)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -52,28 +56,54 @@ class GgufScorer(Scorer):
         self.bos_id = bos if bos >= 0 else None
         self.n_ctx = n_ctx
         self._batch = llama_cpp.llama_batch_init(n_ctx, 0, 1)
+        self._prefix: list[int] = []  # the tokens now in the cache (logits_after_prefix)
 
     def tokenize(self, text: str) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
 
+    def detokenize(self, tokens: list[int]) -> str:
+        return self._llm.detokenize(tokens).decode("utf-8", errors="replace")
+
     def chunk_logits(self, tokens: list[int], first: int) -> np.ndarray:
+        return self._decode(tokens, first, 0)
+
+    def logits_after_prefix(self, tokens: list[int], first: int) -> np.ndarray:
+        """chunk_logits, reusing the cache for the tokens this call shares with the previous one.
+
+        For several prompts that open alike (a chat template's system turn): the
+        shared start is evaluated once. Not used for perplexity, which scores
+        every chunk from an empty cache as llama.cpp does.
+        """
+        last = self._prefix
+        keep = 0
+        while keep < min(len(last), len(tokens), first) and last[keep] == tokens[keep]:
+            keep += 1
+        return self._decode(tokens, first, keep)
+
+    def _decode(self, tokens: list[int], first: int, keep: int) -> np.ndarray:
         lib = self._lib
         ctx = self._llm._ctx.ctx
         n = len(tokens)
         if n > self.n_ctx:
             raise QuantDeskError(f"A chunk of {n} tokens does not fit the {self.n_ctx}-token context.")
-        lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+        memory = lib.llama_get_memory(ctx)
+        if keep:
+            lib.llama_memory_seq_rm(memory, 0, keep, -1)
+        else:
+            lib.llama_memory_clear(memory, True)
+        self._prefix = []
         batch = self._batch
-        for i, tok in enumerate(tokens):
+        for i, tok in enumerate(tokens[keep:]):
             batch.token[i] = tok
-            batch.pos[i] = i
+            batch.pos[i] = keep + i
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = 0
-            batch.logits[i] = 1 if i >= first else 0
-        batch.n_tokens = n
+            batch.logits[i] = 1 if keep + i >= first else 0
+        batch.n_tokens = n - keep
         rc = lib.llama_decode(ctx, batch)
         if rc != 0:
             raise QuantDeskError(f"llama.cpp failed to evaluate a chunk (code {rc}); try a smaller --ctx.")
+        self._prefix = list(tokens)
         rows = n - first
         ptr = lib.llama_get_logits(ctx)
         return np.ctypeslib.as_array(ptr, shape=(rows * self.n_vocab,)).reshape(rows, self.n_vocab).copy()
@@ -108,6 +138,9 @@ class HfScorer(Scorer):
 
     def tokenize(self, text: str) -> list[int]:
         return [int(t) for t in self._tok(text)["input_ids"]]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return str(self._tok.decode(tokens, skip_special_tokens=True))
 
     def chunk_logits(self, tokens: list[int], first: int) -> np.ndarray:
         torch = self._torch

@@ -8,6 +8,7 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -28,6 +29,19 @@ from qtapp.views.widgets import heading, muted, panel
 
 COLUMNS = ["Artifact", "Format", "Size", "Bits/weight", "PPL", "ΔPPL", "KLD", "Tokens/s", "Verdict"]
 VERDICT_COLUMN = COLUMNS.index("Verdict")
+HEADER_TIPS = [
+    "The file or folder (hover a name for its full path).",
+    "The quantization type; \"original\" is the model you opened.",
+    "Size on disk.",
+    "Bits per weight: file size × 8 ÷ parameter count (16 for the original in F16/BF16).",
+    "Perplexity on the evaluation text (lower is better); measured by Evaluate.",
+    "Perplexity change against the original on the same text (closer to 0 is better).",
+    "Mean KL divergence from the original's next-token distribution, in nats per token "
+    "(0 = identical; about 0.01 is hard to notice, above 0.1 the output often answers differently).",
+    "Generation speed in tokens per second, measured the same way for every row by Evaluate.",
+    "The quick check's verdict (near-lossless, small loss, noticeable loss, broken); hover a cell for the evidence.",
+]
+CHART_METRICS = [("kld", "KL divergence (log scale)"), ("dppl", "ΔPPL (%)")]
 
 
 class ResultsView(QWidget):
@@ -97,6 +111,8 @@ class ResultsView(QWidget):
         splitter = QSplitter(Qt.Orientation.Vertical)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        for col, tip in enumerate(HEADER_TIPS):
+            self.table.horizontalHeaderItem(col).setToolTip(tip)
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -114,6 +130,16 @@ class ResultsView(QWidget):
         self.chart_holder = QWidget()
         self.chart_layout = QVBoxLayout(self.chart_holder)
         self.chart_layout.setContentsMargins(0, 0, 0, 0)
+        plot_row = QHBoxLayout()
+        plot_row.addWidget(QLabel("Plot size against:"))
+        self.metric_box = QComboBox()
+        for key, text in CHART_METRICS:
+            self.metric_box.addItem(text, key)
+        self.metric_box.setToolTip("What the chart's vertical axis shows for each output")
+        self.metric_box.currentIndexChanged.connect(lambda _i: self._chart().show_rows(self.rows, self._metric()))
+        plot_row.addWidget(self.metric_box)
+        plot_row.addStretch(1)
+        self.chart_layout.addLayout(plot_row)
         self.chart = None
         splitter.addWidget(self.chart_holder)
         splitter.setSizes([300, 300])
@@ -156,7 +182,14 @@ class ResultsView(QWidget):
         line = headline_of(rows) if rows else None
         self.headline.setText(line or "")
         self.headline.setVisible(bool(line))
-        self._chart().show_rows(rows)
+        self._chart().show_rows(rows, self._metric())
+
+    def _metric(self) -> str | None:
+        """The chosen axis when the rows have it, else whatever they can show (the chart decides)."""
+        from qtapp.views.quality_chart import is_original, quality_value
+
+        key = self.metric_box.currentData()
+        return key if any(quality_value(r, key) is not None for r in self.rows if not is_original(r)) else None
 
     # --- evaluations in progress ------------------------------------------------
     def watch(self, queue) -> None:

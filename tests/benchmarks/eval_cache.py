@@ -10,8 +10,9 @@ The two orders alternate per output so a busy machine slows both alike.
 Part 2: one real quantize job (smollm2 → Q4_K_M), then ``quick_check`` of its
 output against the source, cold (the source scored and asked) and warm (from
 the cache), each as a fraction of the job's time. Target: at most 0.20.
+``--quick-only`` runs part 2 alone.
 
-    .venv/bin/python tests/benchmarks/eval_cache.py [--threads 2] [--chars 6000]
+    .venv/bin/python tests/benchmarks/eval_cache.py [--threads 2] [--chars 6000] [--quick-only]
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def part_cache(source: Path, threads: int, chars: int, work: Path) -> dict:
 
 
 def part_quick_check(source: Path, threads: int, work: Path) -> dict:
-    from engine.evaluate.quick_check import QUICK_TOKENS, quick_check
+    from engine.evaluate.quick_check import QUICK_CTX, QUICK_TOKENS, quick_check
+    from engine.evaluate.verdict import PROMPTS
     from engine.jobs import run_job
     from tests.fixtures.gguf import run_quantize
 
@@ -85,7 +87,8 @@ def part_quick_check(source: Path, threads: int, work: Path) -> dict:
     warm_s = time.perf_counter() - start
     return {"job_s": round(job_s, 1), "quick_cold_s": round(cold_s, 1), "quick_warm_s": round(warm_s, 1),
             "cold_ratio": round(cold_s / job_s, 3), "warm_ratio": round(warm_s / job_s, 3),
-            "quick_tokens": QUICK_TOKENS, "verdict": cold["verdict"], "evidence": cold["evidence"],
+            "quick_tokens": QUICK_TOKENS, "quick_ctx": QUICK_CTX, "prompts": len(PROMPTS),
+            "answers_forced": cold["answers_forced"], "verdict": cold["verdict"], "evidence": cold["evidence"],
             "timings_cold": cold["timings"], "timings_warm": warm["timings"]}
 
 
@@ -93,14 +96,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chars", type=int, default=6000, help="characters of the shipped texts to evaluate")
+    parser.add_argument("--quick-only", action="store_true", help="only time the quick check against its job")
     args = parser.parse_args()
     source = MODELS / "smollm2"
     with tempfile.TemporaryDirectory(prefix="quantdesk-bench-") as tmp:
         work = Path(tmp)
         (work / "eval").mkdir()
-        cache = part_cache(source, args.threads, args.chars, work / "eval")
-        print(f"eval of {len(TYPES)} outputs: original scored each time {cache['old_s']} s, "
-              f"cached {cache['cached_s']} s, ratio {cache['ratio']}")
+        cache = None
+        if not args.quick_only:
+            cache = part_cache(source, args.threads, args.chars, work / "eval")
+            print(f"eval of {len(TYPES)} outputs: original scored each time {cache['old_s']} s, "
+                  f"cached {cache['cached_s']} s, ratio {cache['ratio']}")
         quick = part_quick_check(source, args.threads, work)
         print(f"quantize job {quick['job_s']} s; quick check cold {quick['quick_cold_s']} s "
               f"(ratio {quick['cold_ratio']}), warm {quick['quick_warm_s']} s (ratio {quick['warm_ratio']}); "

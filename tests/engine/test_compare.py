@@ -95,3 +95,33 @@ def test_original_row_shows_the_ppl_measured_as_a_base(outputs, smollm2_dir):
     # Without the KLD run that measured it, the original has no PPL.
     update_evaluation(paths["Q8_0"], {"base": None, "base_ppl": None})
     assert compare_rows([original, *find_artifacts(out)])[0].ppl is None
+
+
+def test_delta_ppl_uses_the_original_scores_cached_beside_the_outputs(chat_ggufs, smollm2_dir, tmp_path):
+    import math
+
+    import numpy as np
+
+    from engine.evaluate.perplexity import OriginalRun
+    from engine.evaluate.reference import ReferenceCache, cache_dir_for, reference_key
+    from engine.evaluate.texts import default_text
+
+    out = tmp_path / "out"
+    out.mkdir()
+    q8 = out / "smollm2-Q8_0.gguf"
+    q8.symlink_to(chat_ggufs["Q8_0"])
+    write_sidecar(q8, format="gguf:Q8_0", source=smollm2_dir)
+    update_evaluation(q8, {"ppl": 20.1, "text": "built-in texts", "n_ctx": 512})
+    assert compare_rows(find_artifacts(out))[0].delta_ppl is None  # no original measured, nothing cached
+
+    rows = 512 - 256 - 1  # one chunk's scored tokens
+    run = OriginalRun(chunks=[[1] * 512], top_ids=np.zeros((rows, 4), dtype=np.uint16),
+                      top_lp=np.full((rows, 4), -1.0, dtype=np.float32),
+                      nll=np.full(rows, math.log(19.0), dtype=np.float32), n_vocab=49152, n_ctx=512)
+    key = reference_key(smollm2_dir, default_text(), 512, None, "cpu")
+    assert ReferenceCache(cache_dir_for(q8)).save(key, run) is not None
+    row = compare_rows(find_artifacts(out))[0]
+    assert row.base_from_cache and row.delta_ppl == pytest.approx(1.1, abs=1e-4)
+
+    update_evaluation(q8, {"text": "notes.txt"})  # a text the sidecar cannot rebuild: no guess
+    assert compare_rows(find_artifacts(out))[0].delta_ppl is None

@@ -54,7 +54,7 @@ _Q2K = (
 
 @pytest.mark.slow
 def test_quick_check_judges_q8_0_and_q2_k_on_the_demo_model(chat_ggufs, tmp_path):
-    from engine.evaluate.quick_check import QUICK_TOKENS, quick_check
+    from engine.evaluate.quick_check import QUICK_CTX, QUICK_TOKENS, quick_check
 
     source = chat_ggufs["F16"]
     q8 = tmp_path / "smollm2-Q8_0.gguf"
@@ -65,8 +65,9 @@ def test_quick_check_judges_q8_0_and_q2_k_on_the_demo_model(chat_ggufs, tmp_path
     events = []
     first = run_job(quick_check(q8, source, threads=2), events.append)
     assert first["verdict"] in ("near-lossless", "small loss"), first["evidence"]
-    assert first["original_cached"] is False and first["tokens"] == 2 * (512 // 2 - 1)
-    assert QUICK_TOKENS == 1024 and any(e.eta_s for e in events)
+    assert first["original_cached"] is False and first["tokens"] == 2 * (QUICK_CTX - QUICK_CTX // 2 - 1)
+    assert QUICK_TOKENS == 2 * QUICK_CTX and any(e.eta_s for e in events)
+    assert first["answers_forced"] is True  # same vocabulary: one pass per prompt, no generation
     record = read_sidecar(q8).evaluation
     assert record["verdict"] == first["verdict"] and record["verdict_evidence"] == first["evidence"]
     assert record["quick_check"]["answers_total"] == 6
