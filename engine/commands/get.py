@@ -10,10 +10,11 @@ the question). ``--json`` prints one JSON object per line: ``{"event": "plan"}``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
+
+from engine.commands.events import JsonEvents
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -77,16 +78,9 @@ def _confirm(plan: Any, as_json: bool) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-class _Json:
-    def _write(self, data: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(data) + "\n")
-        sys.stdout.flush()
-
+class _Json(JsonEvents):
     def plan(self, plan: Any) -> None:
         self._write({"event": "plan", **plan.to_dict()})
-
-    def progress(self, event: Any) -> None:
-        self._write({"event": "warning" if event.step == "warning" else "progress", **event.to_dict()})
 
     def done(self, plan: Any, snapshot: Any, model: Any) -> None:
         self._write({"event": "done", "repo_id": plan.repo_id, "commit": plan.commit, "path": str(snapshot),
@@ -96,13 +90,6 @@ class _Json:
         self._write({"event": "error", "message": message, "confirm": True})
         print(f"quantdesk: {message}", file=sys.stderr)
         return 1
-
-    def error(self, message: str, cancelled: bool = False) -> None:
-        data: dict[str, Any] = {"event": "error", "message": message}
-        if cancelled:
-            data["cancelled"] = True
-        self._write(data)
-        print(f"quantdesk: error: {message}", file=sys.stderr)
 
 
 class _Terminal:

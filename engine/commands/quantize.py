@@ -12,12 +12,12 @@ Exit 0 only when every target was produced; 130 when cancelled.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from engine.commands.events import JsonEvents
 from engine.errors import JobCancelled, QuantDeskError
 from engine.terminal import one_line
 from engine.units import format_bytes
@@ -126,30 +126,11 @@ def _auto_job(request: Any, args: argparse.Namespace, cancel: Any) -> Any:
                          max_candidates=DEFAULT_CANDIDATES if args.candidates is None else args.candidates, cancel=cancel)
 
 
-class _JsonEvents:
-    """The stable machine-readable stream: one JSON object per line, flushed at once."""
-
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-
-    def _write(self, data: dict[str, Any]) -> None:
-        self._out.write(json.dumps(data) + "\n")
-        self._out.flush()
-
-    def progress(self, event: Any) -> None:
-        data = {"event": "warning" if event.step == "warning" else "progress", **event.to_dict()}
-        data["fraction"] = round(event.fraction, 5)
-        self._write(data)
+class _JsonEvents(JsonEvents):
+    """The stable machine-readable stream of a quantize job (see the module)."""
 
     def done(self, outputs: list[Any]) -> None:
         self._write({"event": "done", "outputs": [o.to_dict() for o in outputs]})
-
-    def error(self, message: str, cancelled: bool = False) -> None:
-        data: dict[str, Any] = {"event": "error", "message": message}
-        if cancelled:
-            data["cancelled"] = True
-        self._write(data)
-        print(f"quantdesk: error: {message}", file=sys.stderr)
 
 
 class _TerminalBar:

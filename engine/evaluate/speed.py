@@ -67,6 +67,9 @@ def reset_niceness() -> int:
         return 0
 
 
+LOCK_WAIT_S = 300.0  # a speed measurement takes seconds; waiting longer means the holder is stuck
+
+
 @contextlib.contextmanager
 def one_at_a_time() -> Iterator[None]:
     """Hold QuantDesk's speed lock so two processes never time models at once (no-op where locks are missing)."""
@@ -77,11 +80,24 @@ def one_at_a_time() -> Iterator[None]:
         return
     path = Path(tempfile.gettempdir()) / f"quantdesk-speed-{os.getuid() if hasattr(os, 'getuid') else 0}.lock"
     with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        # Bounded: a process that holds the lock and hangs must not stop this one for ever; past the
+        # limit the timing goes ahead (figures taken beside another timing, never a wait without end).
+        deadline = time.monotonic() + LOCK_WAIT_S
+        held = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            if held:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _speed_child(reporter: ChildReporter, path: str, device: str, threads: int | None, n_prompt: int, n_gen: int,
