@@ -8,7 +8,8 @@ from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from engine.backends.options import BnbOptions, GgufOptions, split_options
+from engine.backends.options import BnbOptions, GgufOptions, Int4Options, split_options
+from engine.calibration.options import CalibrationOptions
 from engine.errors import QuantDeskError
 from engine.formats import FORMATS, Format
 from engine.fsutil import Transaction, check_out_text
@@ -20,8 +21,8 @@ class QuantizeRequest:
     """What the user asked for: one source, several targets, one output folder.
 
     ``options`` is a flat dict of settings (as the window collects them), split
-    into ``gguf`` and ``bnb`` on creation; pass those records directly instead
-    when it is simpler.
+    into ``gguf``, ``bnb``, ``int4`` and ``calibration`` on creation; pass those
+    records directly instead when it is simpler.
     """
 
     source: Path
@@ -32,6 +33,8 @@ class QuantizeRequest:
     options: InitVar[dict[str, Any] | None] = None
     gguf: GgufOptions = field(default_factory=GgufOptions)
     bnb: BnbOptions = field(default_factory=BnbOptions)
+    int4: Int4Options = field(default_factory=Int4Options)  # GPTQ and AWQ
+    calibration: CalibrationOptions = field(default_factory=CalibrationOptions)  # GPTQ, AWQ, the imatrix
     overwrite: bool = False  # replace same-name files and folders QuantDesk did not make
     check: bool = True  # the quick check (engine.evaluate.quick_check) on every output once it is finished
 
@@ -39,7 +42,8 @@ class QuantizeRequest:
         check_out_text(self.out_dir)
         self.out_dir = Path(self.out_dir)
         if options:
-            self.gguf, self.bnb = split_options(options)
+            split = split_options(options)
+            self.gguf, self.bnb, self.int4, self.calibration = split.gguf, split.bnb, split.int4, split.calibration
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from engine.calibration.options import CalibrationOptions
 from engine.errors import QuantDeskError
 
 _COMPUTE_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
@@ -21,6 +22,16 @@ class GgufOptions:
     output_tensor_type: str | None = None  # ggml type name for output.weight
     token_embedding_type: str | None = None  # ggml type name for token_embd.weight
     pure: bool = False  # every tensor in the chosen type, no mixes
+    # Importance matrix: "auto" computes one from the calibration data, a path reads llama.cpp's
+    # GGUF or legacy .dat file, "none" quantizes without; None: "auto" only for the types that need one.
+    imatrix: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.imatrix is not None:
+            value = str(self.imatrix).strip()
+            if not value:
+                raise QuantDeskError("--imatrix needs a value: auto, none or the path of an imatrix file.")
+            object.__setattr__(self, "imatrix", value.lower() if value.lower() in ("auto", "none") else value)
 
 
 @dataclass(frozen=True)
@@ -54,26 +65,74 @@ class BnbOptions:
         return _COMPUTE_DTYPES[str(self.compute_dtype).lower()]
 
 
-def split_options(options: dict[str, Any] | None) -> tuple[GgufOptions, BnbOptions]:
+GROUP_SIZES = (32, 64, 128)
+
+
+@dataclass(frozen=True)
+class Int4Options:
+    """GPTQ's and AWQ's settings (4-bit weights in groups); damping and act-order are GPTQ's alone."""
+
+    group_size: int = 128
+    sym: bool = True  # symmetric (no zero point); asymmetric keeps a zero point per group
+    desc_act: bool = False  # GPTQ act-order: quantize columns by decreasing activation size
+    damp: float = 0.05  # GPTQ: fraction of the Hessian's mean diagonal added for stability
+
+    def __post_init__(self) -> None:
+        try:
+            group = int(self.group_size)
+        except (TypeError, ValueError):
+            group = 0
+        if group not in GROUP_SIZES:
+            raise QuantDeskError(f"The group size must be 32, 64 or 128, not {self.group_size!r}; "
+                                 "128 is the usual choice, 64 or 32 keep more precision.")
+        try:
+            damp = float(self.damp)
+        except (TypeError, ValueError):
+            damp = -1.0
+        if not 0.0 < damp < 1.0:
+            raise QuantDeskError(f"GPTQ's damping must be a number between 0 and 1, not {self.damp!r}; "
+                                 "0.05 is the usual choice, 0.1 when quantization fails as unstable.")
+        object.__setattr__(self, "group_size", group)
+        object.__setattr__(self, "damp", damp)
+        object.__setattr__(self, "sym", _as_bool(self.sym))
+        object.__setattr__(self, "desc_act", _as_bool(self.desc_act))
+
+
+@dataclass(frozen=True)
+class Options:
+    """Every backend's options, each record validated on its own."""
+
+    gguf: GgufOptions
+    bnb: BnbOptions
+    int4: Int4Options
+    calibration: CalibrationOptions
+
+
+def split_options(options: dict[str, Any] | None) -> Options:
     """Turn a flat ``{name: value}`` dict (the window's advanced options) into each backend's options.
 
-    bitsandbytes settings carry a ``bnb_`` prefix there; an unknown name is refused.
+    bitsandbytes settings carry a ``bnb_`` prefix there, GPTQ/AWQ ones ``int4_`` and the calibration
+    data's ``calibration_``; an unknown name is refused.
     """
+    records: dict[str, tuple[str, type]] = {"bnb_": ("bnb", BnbOptions), "int4_": ("int4", Int4Options),
+                                            "calibration_": ("calibration", CalibrationOptions)}
     gguf_names = {f.name for f in fields(GgufOptions)}
-    bnb_names = {f.name for f in fields(BnbOptions)}
-    gguf: dict[str, Any] = {}
-    bnb: dict[str, Any] = {}
+    values: dict[str, dict[str, Any]] = {"gguf": {}, "bnb": {}, "int4": {}, "calibration": {}}
     for key, value in (options or {}).items():
         if value is None:
             continue
         if key in gguf_names:
-            gguf[key] = value
-        elif key.startswith("bnb_") and key[4:] in bnb_names:
-            bnb[key[4:]] = _as_bool(value) if key == "bnb_double_quant" else value
+            values["gguf"][key] = value
+            continue
+        for prefix, (name, record) in records.items():
+            if key.startswith(prefix) and key[len(prefix):] in {f.name for f in fields(record)}:
+                values[name][key[len(prefix):]] = _as_bool(value) if key == "bnb_double_quant" else value
+                break
         else:
-            known = sorted(gguf_names | {f"bnb_{n}" for n in bnb_names})
+            known = sorted(gguf_names | {f"{p}{f.name}" for p, (_, r) in records.items() for f in fields(r)})
             raise QuantDeskError(f"Unknown option {key!r}; known options are {', '.join(known)}.")
-    return GgufOptions(**gguf), BnbOptions(**bnb)
+    return Options(GgufOptions(**values["gguf"]), BnbOptions(**values["bnb"]), Int4Options(**values["int4"]),
+                   CalibrationOptions(**values["calibration"]))
 
 
 def _as_bool(value: Any) -> bool:

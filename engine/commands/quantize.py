@@ -54,6 +54,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-double-quant", action="store_true",
                    help="bitsandbytes 4-bit: skip double quantization (slightly larger files)")
     p.add_argument("--int8-threshold", type=float, metavar="T", help="LLM.int8 outlier threshold (default 6.0)")
+    p.add_argument("--imatrix", metavar="auto|FILE|none",
+                   help="GGUF importance matrix: auto computes one from the calibration data, FILE reads "
+                   "llama.cpp's imatrix (GGUF or .dat), none quantizes without (default: auto for the types "
+                   "that need one, none otherwise)")
+    p.add_argument("--calib", metavar="DATA",
+                   help="calibration data for GPTQ, AWQ and the importance matrix: builtin (default), a .txt "
+                   "or .jsonl file (\"text\" or chat \"messages\" per line), or builtin+FILE for a mix")
+    p.add_argument("--calib-samples", type=int, metavar="N", help="calibration samples (default 128)")
+    p.add_argument("--calib-seq-len", type=int, metavar="N", help="tokens per calibration sample (default 512)")
+    p.add_argument("--group-size", type=int, choices=(32, 64, 128), metavar="N",
+                   help="GPTQ/AWQ: weights per quantization group, 32, 64 or 128 (default 128)")
+    p.add_argument("--asym", action="store_true", help="GPTQ/AWQ: asymmetric groups (with a zero point)")
+    p.add_argument("--act-order", action="store_true",
+                   help="GPTQ: quantize columns by decreasing activation size (desc_act)")
+    p.add_argument("--damp", type=float, metavar="F", help="GPTQ: Hessian damping (default 0.05)")
     p.add_argument("--no-check", action="store_true",
                    help="skip the quick quality check (KLD and a few fixed prompts against the source) "
                    "that judges every output once the job is done")
@@ -69,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.backends import BnbOptions, GgufOptions, QuantizeRequest
+    from engine.backends import BnbOptions, CalibrationOptions, GgufOptions, Int4Options, QuantizeRequest
     from engine.formats import parse_targets
     from engine.fsutil import check_out_text
     from engine.jobs import CancelToken, cancel_on_signals, run_job
@@ -89,14 +104,19 @@ def run(args: argparse.Namespace) -> int:
         gguf = GgufOptions(
             keep_intermediate=args.keep_intermediate, converter=args.converter, requantize=args.requantize,
             output_tensor_type=args.output_tensor_type, token_embedding_type=args.token_embedding_type,
-            pure=args.pure,
+            pure=args.pure, imatrix=args.imatrix,
         )
+        int4 = Int4Options(**{k: v for k, v in {"group_size": args.group_size, "damp": args.damp}.items()
+                              if v is not None}, sym=not args.asym, desc_act=args.act_order)
+        calibration = CalibrationOptions(**{k: v for k, v in {
+            "data": args.calib, "samples": args.calib_samples, "seq_len": args.calib_seq_len}.items() if v is not None})
         bnb = BnbOptions(**{k: v for k, v in {
             "compute_dtype": args.nf4_compute_dtype, "quant_type": args.nf4_quant_type,
             "int8_threshold": args.int8_threshold}.items() if v is not None}, double_quant=not args.no_double_quant)
         request = QuantizeRequest(
             source=Path(args.source).expanduser(), targets=targets, out_dir=Path(args.out).expanduser(),
-            threads=args.threads, device=args.device, gguf=gguf, bnb=bnb, overwrite=args.overwrite,
+            threads=args.threads, device=args.device, gguf=gguf, bnb=bnb, int4=int4, calibration=calibration,
+            overwrite=args.overwrite,
             check=not args.no_check,
         )
         job = quantize(request, cancel) if not auto else _auto_job(request, args, cancel)
