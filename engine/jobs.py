@@ -36,7 +36,9 @@ T = TypeVar("T")
 Step = Literal[
     "warning", "load", "done",  # any job
     "convert", "quantize", "verify", "finish",  # GGUF
-    "loading", "quantizing", "saving", "verifying", "finishing",  # bitsandbytes
+    "loading", "quantizing", "saving", "verifying", "finishing",  # bitsandbytes, GPTQ, AWQ, FP8
+    "calibrating",  # GPTQ/AWQ: preparing the calibration samples and running them through the model
+    "imatrix",  # GGUF: computing or reading the importance matrix
     "original", "perplexity", "speed",  # evaluation
     "check", "answers",  # the quick check after a quantize job
     "download", "export",  # quantdesk get, quantdesk export
