@@ -10,8 +10,9 @@ The tree, with F the model's FP16 size and V the usable GPU memory (all GPUs):
 - no usable GPU: GGUF Q4_K_M, then Q5_K_M / Q6_K / Q8_0 when RAM allows
 - V ≥ 2F: keep FP16; a Hopper GPU (compute capability 9.x) lists FP8 right after
 - F ≤ V < 2F: bitsandbytes INT8 (FP8 first on Hopper)
-- F/4 < V < F: 4-bit: AWQ/GPTQ where QuantDesk can make them, else NF4; GGUF Q4_K_M
-  (with partial offload when it does not fit whole); FP8 first on Hopper when it fits
+- F/4 < V < F: 4-bit: AWQ, then GPTQ (GPTQ first for a mixture-of-experts model, which AWQ
+  handles poorly), NF4 as the choice without calibration; GGUF Q4_K_M (with partial offload when
+  it does not fit whole); FP8 first on Hopper when it fits
 - V ≤ F/4: GGUF 4-bit with partial offload, or a smaller model
 - under ~3B parameters: 4-bit hurts most, so 8-bit / 6-bit / FP16 come first everywhere
 
@@ -37,8 +38,10 @@ GPU_FITS, GPU_TIGHT = 0.90, 1.00  # share of VRAM
 RAM_FITS, RAM_TIGHT = 0.80, 0.95  # share of RAM: the OS and other programs need the rest
 FITS, TIGHT, NO = "fits", "tight", "no"
 
-_CPU_BIG = ["gguf:Q4_K_M", "gguf:Q5_K_M", "gguf:Q6_K", "gguf:Q8_0", "gguf:Q4_K_S", "gguf:IQ4_XS",
-            "gguf:Q3_K_M", "gguf:Q2_K", "hf:bnb-nf4", "hf:bnb-int8", "hf:fp16"]
+# The importance-matrix types (IQ*) rank above the k-quants of the same size: calibrated, they lose less.
+_CPU_BIG = ["gguf:Q4_K_M", "gguf:Q5_K_M", "gguf:Q6_K", "gguf:Q8_0", "gguf:IQ4_XS", "gguf:Q4_K_S",
+            "gguf:IQ3_M", "gguf:Q3_K_M", "gguf:IQ3_XXS", "gguf:IQ2_XS", "gguf:Q2_K", "hf:bnb-nf4", "hf:bnb-int8",
+            "hf:fp16"]
 _CPU_SMALL = ["gguf:Q8_0", "gguf:Q6_K", "gguf:Q5_K_M", "gguf:F16", "hf:fp16", "hf:bnb-int8", "gguf:Q4_K_M",
               "hf:bnb-nf4"]
 _GPU_ROOMY = ["hf:fp16", "hf:fp8", "hf:bnb-int8", "gguf:Q8_0", "gguf:Q6_K", "gguf:Q5_K_M", "gguf:Q4_K_M",
@@ -47,10 +50,10 @@ _GPU_FP16_SIZE = ["hf:fp8", "hf:bnb-int8", "gguf:Q8_0", "hf:fp16", "gguf:Q6_K", 
                   "hf:bnb-nf4"]
 _GPU_4BIT = ["hf:fp8", "hf:awq-4bit", "hf:gptq-4bit", "hf:bnb-nf4", "gguf:Q4_K_M", "gguf:Q5_K_M",
              "gguf:Q4_K_S", "gguf:IQ4_XS", "hf:bnb-int8", "gguf:Q6_K", "gguf:Q8_0", "gguf:Q3_K_M"]
-_GPU_TINY = ["gguf:Q4_K_M", "gguf:Q3_K_M", "gguf:IQ4_XS", "gguf:Q2_K", "hf:bnb-nf4", "hf:awq-4bit",
-             "hf:gptq-4bit", "gguf:Q5_K_M", "gguf:Q6_K"]
+_GPU_TINY = ["gguf:Q4_K_M", "gguf:IQ4_XS", "gguf:IQ3_M", "gguf:Q3_K_M", "gguf:IQ3_XXS", "gguf:Q2_K",
+             "hf:bnb-nf4", "hf:awq-4bit", "hf:gptq-4bit", "gguf:Q5_K_M", "gguf:Q6_K"]
 _CALIBRATED = ("hf:awq-4bit", "hf:gptq-4bit")
-
+_IMATRIX_WHY = "Computed with an importance matrix from calibration text (--imatrix auto), it loses less."
 
 
 def situation_text(situation: str, model: ModelInfo, machine: MachineInfo) -> str:
@@ -170,9 +173,15 @@ def _order(model: ModelInfo, machine: MachineInfo, situation: str) -> list[str]:
         if any(not _availability(FORMATS[f])[0] for f in _CALIBRATED):
             # "AWQ/GPTQ where available": without a backend they follow the formats QuantDesk can make
             order = [f for f in order if f not in _CALIBRATED] + [f for f in order if f in _CALIBRATED]
+        if model.experts and "hf:awq-4bit" in order and "hf:gptq-4bit" in order:
+            # AWQ's scale search handles routed experts poorly: GPTQ first for a mixture-of-experts model
+            i, j = order.index("hf:awq-4bit"), order.index("hf:gptq-4bit")
+            if i < j:
+                order[i], order[j] = order[j], order[i]
         if small:  # 4-bit hurts small models most: 8-bit and 6-bit first
             order = [f for f in order if FORMATS[f].bits_per_weight >= 5] + [
                 f for f in order if FORMATS[f].bits_per_weight < 5]
+    order = [f for f in order if f in FORMATS]
     if model.kind == "gguf":  # a GGUF file can only be re-quantized by llama.cpp
         order = [f for f in order if f.startswith("gguf:")]
         if model.quantized and model.parameters:
@@ -228,6 +237,12 @@ _FORMAT_WHY = {
     "hf:awq-4bit": "AWQ 4-bit is calibrated on sample text: a quarter of FP16 with less loss than plain 4-bit.",
     "hf:gptq-4bit": "GPTQ 4-bit is calibrated on sample text: a quarter of FP16 with less loss than plain 4-bit.",
 }
+_CPU_NOTE = {
+    "bnb": "bitsandbytes runs slowly on the CPU; GGUF is the faster choice there.",
+    "gptq": "Made for GPUs (vLLM, transformers); on the CPU it runs slowly and GGUF is the faster choice.",
+    "awq": "Made for GPUs (vLLM, transformers); on the CPU it runs slowly and GGUF is the faster choice.",
+    "fp8": "Runs natively only on Ada and Hopper GPUs; elsewhere choose INT8 or a GGUF type.",
+}
 
 
 def _format_why(fmt: Format) -> str:
@@ -269,8 +284,16 @@ def _why(opt: Option, fmt: Format, model: ModelInfo, machine: MachineInfo, n_ctx
         parts.append("Small models lose most from 4-bit, so 8-bit and 6-bit come first.")
     if fmt.family == "gguf" and opt.device == "cpu" and situation == "cpu" and fmt.id == "gguf:Q4_K_M":
         parts.append("Fastest on the CPU.")
-    if fmt.family == "hf" and opt.device == "cpu" and fmt.id != "hf:fp16":
-        parts.append("bitsandbytes runs slowly on the CPU; GGUF is the faster choice there.")
+    if fmt.family == "hf" and opt.device == "cpu" and fmt.backend in _CPU_NOTE:
+        parts.append(_CPU_NOTE[fmt.backend])
+    if fmt.id == "hf:awq-4bit" and model.experts:
+        parts.append("AWQ handles mixture-of-experts models poorly, so GPTQ comes before it.")
+    elif fmt.id == "hf:gptq-4bit" and model.experts and first:
+        parts.append("GPTQ rather than AWQ: AWQ handles mixture-of-experts models poorly.")
+    if fmt.family == "gguf" and (fmt.needs_imatrix or fmt.name.startswith("IQ")):
+        parts.append(_IMATRIX_WHY)
+    elif fmt.id == "gguf:Q4_K_M" and situation == "cpu" and first:
+        parts.append("An importance matrix (--imatrix auto) lowers its loss further at the same size.")
     parts.append(_memory_why(opt, machine, n_ctx))
     if fmt.family == "gguf" and opt.device in ("cuda", "split") and machine.llama_gpu_offload is False:
         parts.append("Needs a CUDA build of llama.cpp (see the note).")

@@ -232,3 +232,34 @@ def test_several_gpus_add_up(here, llama2):
     two = replace(two, gpus=[two.gpus[0], replace(two.gpus[0], index=1)])
     rec = recommend(llama2, two)
     assert rec.situation == "gpu-fp16-size" and "2 GPUs" in rec.best.why
+
+
+@pytest.fixture(scope="module")
+def mixtral(model_config):
+    return inspect_model(model_config("mixtral-8x7b"))
+
+
+def test_awq_before_gptq_on_a_4bit_gpu(plan, llama2):
+    order = [o.format for o in plan(llama2, vram="8GiB").options]
+    assert order.index("hf:awq-4bit") < order.index("hf:gptq-4bit")
+
+
+def test_mixture_of_experts_gets_gptq_before_awq_with_the_reason(plan, mixtral):
+    rec = plan(mixtral, vram="48GiB", ram="128GiB")
+    assert rec.situation == "gpu-4bit"
+    order = [o.format for o in rec.options]
+    assert order.index("hf:gptq-4bit") < order.index("hf:awq-4bit")
+    awq = rec.options[order.index("hf:awq-4bit")]
+    assert "mixture-of-experts" in awq.why and "GPTQ comes before it" in awq.why
+
+
+def test_cpu_rows_offer_importance_matrix_types(plan, llama2):
+    """The IQ types rank above the k-quants of about their size and say why; Q4_K_M mentions --imatrix."""
+    rec = plan(llama2, cpu_only=True, ram="16GiB")
+    assert "--imatrix auto" in rec.best.why
+    order = [o.format for o in rec.options]
+    iq = [f for f in order if f.startswith("gguf:IQ")]
+    assert "gguf:IQ4_XS" in iq
+    assert order.index("gguf:IQ4_XS") < order.index("gguf:Q3_K_M") < order.index("gguf:Q2_K")
+    for f in iq:
+        assert "importance matrix" in rec.options[order.index(f)].why
