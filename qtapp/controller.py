@@ -77,18 +77,23 @@ class JobController(QObject):
             self.error.emit("Tick at least one target format, e.g. GGUF Q4_K_M.")
             return
         from engine.backends import QuantizeRequest
+        from engine.errors import QuantDeskError
         from engine.formats import get_format
 
+        try:
+            request = QuantizeRequest(
+                source=session.model_path,
+                targets=[get_format(t) for t in choice.targets],
+                out_dir=choice.out_dir,
+                threads=choice.threads,
+                device=choice.device,
+                options=choice.options,
+                check=choice.check,
+            )
+        except QuantDeskError as err:  # a mistyped advanced option: the sentence, no job
+            self.error.emit(str(err))
+            return
         self.out_dir = out_dir = choice.out_dir
-        request = QuantizeRequest(
-            source=session.model_path,
-            targets=[get_format(t) for t in choice.targets],
-            out_dir=out_dir,
-            threads=choice.threads,
-            device=choice.device,
-            options=choice.options,
-            check=choice.check,
-        )
 
         names = ", ".join(get_format(t).name for t in choice.targets)
         self.error.emit("")

@@ -29,9 +29,14 @@ from qtapp.assets import icon
 from qtapp.views.jobs import JobList
 from qtapp.views.widgets import Foldable, heading, muted
 
-MAIN_TARGETS = ("gguf:Q4_K_M", "gguf:Q5_K_M", "gguf:Q6_K", "gguf:Q8_0", "hf:bnb-int8", "hf:bnb-nf4")
-MORE_TARGETS = ("gguf:Q4_K_S", "gguf:Q5_K_S", "gguf:Q3_K_M", "gguf:Q2_K", "gguf:IQ4_XS", "gguf:Q4_0",
-                "gguf:F16", "gguf:BF16")
+MAIN_TARGETS = ("gguf:Q4_K_M", "gguf:Q5_K_M", "gguf:Q6_K", "gguf:Q8_0", "hf:bnb-int8", "hf:bnb-nf4",
+                "hf:awq-4bit", "hf:gptq-4bit", "hf:fp8")
+MORE_TARGETS = tuple(f for f in ("gguf:Q4_K_S", "gguf:Q5_K_S", "gguf:Q3_K_M", "gguf:Q2_K", "gguf:IQ4_XS",
+                                 "gguf:IQ4_NL", "gguf:IQ3_M", "gguf:IQ3_XXS", "gguf:IQ2_XS", "gguf:IQ2_XXS",
+                                 "gguf:Q4_0", "gguf:F16", "gguf:BF16") if f in FORMATS)
+# The importance-matrix choices: (shown text, the engine's value; None = a file, chosen below).
+IMATRIX_CHOICES = (("Only for the types that need one", ""), ("Compute from the calibration data", "auto"),
+                   ("Never", "none"), ("From a file…", None))
 
 
 @dataclass
@@ -134,6 +139,7 @@ class QuantizeView(QWidget):
         form.addRow("bitsandbytes 4-bit type", self.nf4_type)
         form.addRow("bitsandbytes compute dtype", self.compute_dtype)
         form.addRow("", self.double_quant)
+        self._add_calibration_rows(form)
         self.advanced.addWidget(adv)
         layout.addWidget(self.advanced)
 
@@ -158,6 +164,83 @@ class QuantizeView(QWidget):
         self.job_list = JobList()
         self.job_list.setMinimumHeight(self.JOB_LIST_MIN_HEIGHT)
         layout.addWidget(self.job_list, 1)
+
+    def _add_calibration_rows(self, form: QFormLayout) -> None:
+        """GPTQ/AWQ settings, the calibration data they (and the importance matrix) use, and the imatrix choice."""
+        self.calib_file = QLineEdit(str(settings.value("calibration_file", "") or ""))
+        self.calib_file.setPlaceholderText("built-in texts (chat, prose, code, other languages)")
+        self.calib_file.setToolTip("A .txt file, or a .jsonl file with a \"text\" or chat \"messages\" field on "
+                                   "every line, in the language and domain you will use the model for.")
+        self.calib_file.editingFinished.connect(
+            lambda: settings.set_value("calibration_file", self.calib_file.text().strip()))
+        choose = QPushButton("Choose…")
+        choose.setToolTip("Choose your own calibration text")
+        choose.clicked.connect(self._browse_calibration)
+        self.calib_mix = QCheckBox("Mix with the built-in texts")
+        self.calib_mix.setToolTip("Calibrate on your file and the built-in chats, prose and code together.")
+        row = QHBoxLayout()
+        row.addWidget(self.calib_file, 1)
+        row.addWidget(choose)
+        self.calib_samples = QSpinBox()
+        self.calib_samples.setRange(1, 4096)
+        self.calib_samples.setValue(128)
+        self.calib_seq_len = QSpinBox()
+        self.calib_seq_len.setRange(32, 8192)
+        self.calib_seq_len.setSingleStep(128)
+        self.calib_seq_len.setValue(512)
+        self.group_size = QComboBox()
+        self.group_size.addItems(["128", "64", "32"])
+        self.group_size.setToolTip("Weights sharing one scale: 128 is the usual choice; 64 or 32 keep more "
+                                   "precision in slightly larger files.")
+        self.sym = QCheckBox("Symmetric groups (no zero point)")
+        self.sym.setChecked(True)
+        self.act_order = QCheckBox("GPTQ act-order (desc_act): a little more accurate, slower on some kernels")
+        self.damp = QLineEdit("0.05")
+        self.damp.setToolTip("GPTQ's Hessian damping; raise to 0.1 if quantization fails as unstable.")
+        self.imatrix = QComboBox()
+        for text, _value in IMATRIX_CHOICES:
+            self.imatrix.addItem(text)
+        self.imatrix.setToolTip("An importance matrix weights each GGUF tensor's rounding by how much the "
+                                "calibration text uses it: IQ types need one, k-quants lose less with one.")
+        self.imatrix_file = QLineEdit()
+        self.imatrix_file.setPlaceholderText("llama.cpp imatrix file (.gguf or .dat)")
+        self.imatrix_file.setVisible(False)
+        self.imatrix.currentIndexChanged.connect(
+            lambda i: self.imatrix_file.setVisible(IMATRIX_CHOICES[i][1] is None))
+        form.addRow("Calibration data", row)
+        form.addRow("", self.calib_mix)
+        form.addRow("Calibration samples", self.calib_samples)
+        form.addRow("Tokens per sample", self.calib_seq_len)
+        form.addRow("GPTQ/AWQ group size", self.group_size)
+        form.addRow("", self.sym)
+        form.addRow("", self.act_order)
+        form.addRow("GPTQ damping", self.damp)
+        form.addRow("GGUF importance matrix", self.imatrix)
+        form.addRow("", self.imatrix_file)
+
+    def _browse_calibration(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Calibration text", self.calib_file.text(),
+                                              "Text (*.txt *.jsonl);;All files (*)")
+        if path:
+            self.calib_file.setText(path)
+            settings.set_value("calibration_file", path)
+
+    def calibration_options(self) -> dict[str, Any]:
+        """The calibration, GPTQ/AWQ and imatrix part of options(), in the engine's flat names."""
+        user = self.calib_file.text().strip()
+        data = "builtin" if not user else (f"builtin+{user}" if self.calib_mix.isChecked() else user)
+        opts: dict[str, Any] = {
+            "calibration_data": data, "calibration_samples": self.calib_samples.value(),
+            "calibration_seq_len": self.calib_seq_len.value(), "int4_group_size": int(self.group_size.currentText()),
+            "int4_sym": self.sym.isChecked(), "int4_desc_act": self.act_order.isChecked(),
+            "int4_damp": self.damp.text().strip() or "0.05",
+        }
+        value = IMATRIX_CHOICES[self.imatrix.currentIndex()][1]
+        if value is None:
+            opts["imatrix"] = self.imatrix_file.text().strip() or None
+        elif value:
+            opts["imatrix"] = value
+        return opts
 
     def _start_clicked(self) -> None:
         self.request_start()
@@ -224,6 +307,7 @@ class QuantizeView(QWidget):
                 opts[key] = combo.currentText()
         if self.converter.text().strip():
             opts["converter"] = self.converter.text().strip()
+        opts.update(self.calibration_options())
         return opts
 
 
