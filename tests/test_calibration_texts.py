@@ -20,7 +20,8 @@ SHINGLE = 8
 
 
 def _normalise(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFC", text).lower().split())
+    """Lowercase words only: case, whitespace and punctuation never hide an overlap."""
+    return " ".join(re.findall(r"\w+", unicodedata.normalize("NFC", text).lower()))
 
 
 def shingles(text: str, n: int = SHINGLE) -> set[tuple[str, ...]]:
@@ -57,8 +58,11 @@ def first_shared(a: str, b: str) -> tuple[str, ...] | None:
 def test_shingle_check_finds_a_planted_overlap() -> None:
     base = "the quick brown fox jumps over the lazy dog near the river bank"
     planted = "Something else entirely. The QUICK brown fox  jumps over\nthe lazy dog, then stops."
-    assert first_shared(base, planted) == ("the", "quick", "brown", "fox", "jumps", "over", "the", "lazy")
+    assert first_shared(base, planted) is not None
+    assert ("the", "quick", "brown", "fox", "jumps", "over", "the", "lazy") in shingles(base) & shingles(planted)
     assert first_shared(base, "the quick brown fox sleeps under the lazy dog near the river") is None
+    quoted = 'She wrote: "Handed over the keys. Light is in good hands."'
+    assert first_shared(quoted, "handed over the keys; light is in good hands") is not None
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
