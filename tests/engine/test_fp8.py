@@ -77,7 +77,6 @@ def test_progress_card_and_sidecar(fp8_smollm2, smollm2_dir):
     record = read_sidecar(folder)
     assert record.format == "hf:fp8" and record.source_name == "smollm2"
     assert record.options["scheme"] == "FP8_DYNAMIC" and record.options["quantized_modules"] == 210
-    assert 0 < record.options["max_weight_error"] < 0.05
     assert record.versions["compressed-tensors"]
     assert not list(fp8_smollm2["out_dir"].glob("*.quantdesk-part"))
 

@@ -74,7 +74,6 @@ def _record(plan: Fp8Plan, result: dict[str, Any], size: int) -> Artifact:
         "scheme": SCHEME, "weights": "FP8 E4M3, one scale per output channel, round-to-nearest",
         "activations": "FP8 E4M3, dynamic per token", "layout": "compressed-tensors (float-quantized)",
         "quantized_modules": result["quantized_modules"], "unquantized_linear": result["ignored_modules"],
-        "max_weight_error": result["max_weight_error"],
     }
     if source.params:
         options["bits_per_weight"] = round(size * 8 / source.params, 3)
