@@ -17,6 +17,7 @@ from engine.formats import Format
 BACKENDS: dict[str, str] = {
     "gguf": "engine.backends.gguf.backend:GgufBackend",
     "bnb": "engine.backends.bnb.backend:BnbBackend",
+    "fp8": "engine.backends.fp8.backend:Fp8Backend",
 }
 
 _LOADED: dict[str, Backend] = {}

@@ -105,7 +105,7 @@ def test_cpu_only_overrides_a_planned_gpu(plan, llama2):
 def test_hopper_gets_fp8_for_llama3_70b(plan, llama3_70b):
     rec = plan(llama3_70b, gpu="H100")
     assert rec.best.format == "hf:fp8" and rec.best.device == "cuda" and rec.best.fit in ("fits", "tight")
-    assert not rec.best.available and "Not available in QuantDesk yet" in rec.best.why
+    assert rec.best.available and "Not available" not in rec.best.why  # FP8 has a backend (issue 11)
     assert "Hopper" in rec.best.why
 
 
