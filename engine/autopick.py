@@ -132,14 +132,10 @@ def _search(request: QuantizeRequest, plan: Any, txn: Transaction, max_bytes: in
     make.txn = txn
     records = yield from relay(run_plan(make, cancel), _span(0.3, 0.6))
 
-    scores: dict[int, float] = {}
-    for n, (i, record) in enumerate(zip(tried, records, strict=True)):
-        row = table[i]
-        row["made"] = True
-        check = yield from _check(record, request, row, cancel, _span(0.6 + 0.4 * n / len(tried),
-                                                                       0.6 + 0.4 * (n + 1) / len(tried)))
-        if check is not None:
-            scores[i] = check
+    for i in tried:
+        table[i]["made"] = True
+    klds = yield from _check(records, request, [table[i] for i in tried], cancel, _span(0.6, 1.0))
+    scores = {i: kld for i, kld in zip(tried, klds, strict=True) if kld is not None}
     best = min(scores, key=lambda i: scores[i]) if scores else tried[0]
     if not scores:
         yield Progress(step="warning", fraction=1.0,
@@ -169,25 +165,36 @@ def _search(request: QuantizeRequest, plan: Any, txn: Transaction, max_bytes: in
     return kept
 
 
-def _check(record: OutputRecord, request: QuantizeRequest, row: dict[str, Any], cancel: CancelToken,
-           scale: Callable[[Progress], Progress | None]) -> JobGen[float | None]:
-    """The quick check of one candidate; its numbers go into ``row``. A failed check is a warning."""
+def _check(records: list[OutputRecord], request: QuantizeRequest, rows: list[dict[str, Any]], cancel: CancelToken,
+           scale: Callable[[Progress], Progress | None]) -> JobGen[list[float | None]]:
+    """The quick check of every candidate in one child (the source scored once); numbers go into ``rows``.
+
+    Returns each candidate's mean KLD, None for one that could not be checked (a warning).
+    """
     from engine.errors import JobCancelled
-    from engine.evaluate.quick_check import quick_check
+    from engine.evaluate.quick_check import quick_check_all
     from engine.terminal import one_line
 
     try:
-        result = yield from relay(quick_check(Path(record.path), Path(request.source), device="cpu",
-                                              threads=request.threads, cancel=cancel, name=row["type"]), scale)
+        results = yield from relay(quick_check_all([Path(r.path) for r in records], Path(request.source),
+                                                   device="cpu", threads=request.threads, cancel=cancel,
+                                                   names=[row["type"] for row in rows], keep_going=True), scale)
     except JobCancelled:
         raise
-    except Exception as err:  # noqa: BLE001 - one candidate that cannot be judged is not chosen
-        yield Progress(step="warning", fraction=0.0,
-                       message=f"Could not check {Path(record.path).name} ({one_line(str(err), 300)}).")
-        return None
-    record.verdict, record.verdict_evidence = result["verdict"], result["evidence"]
-    row.update({k: result[k] for k in ("verdict", "kld_mean", "kld_p99", "same_top_pct", "delta_ppl_pct")})
-    return float(result["kld_mean"])
+    except Exception as err:  # noqa: BLE001 - candidates that cannot be judged are not chosen
+        yield Progress(step="warning", fraction=0.0, message=f"Could not check the candidates ({one_line(str(err), 300)}).")
+        return [None] * len(records)
+    klds: list[float | None] = []
+    for record, row, result in zip(records, rows, results, strict=True):
+        if "error" in result:
+            yield Progress(step="warning", fraction=0.0,
+                           message=f"Could not check {Path(record.path).name} ({result['error']}).")
+            klds.append(None)
+            continue
+        record.verdict, record.verdict_evidence = result["verdict"], result["evidence"]
+        row.update({k: result[k] for k in ("verdict", "kld_mean", "kld_p99", "same_top_pct", "delta_ppl_pct")})
+        klds.append(float(result["kld_mean"]))
+    return klds
 
 
 def _span(start: float, end: float) -> Callable[[Progress], Progress | None]:
