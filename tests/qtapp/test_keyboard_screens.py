@@ -120,6 +120,8 @@ def test_the_whole_journey_by_keyboard_only(qtbot, gui_settings, tmp_path, tiny_
     window.resize(1280, 800)
     window.show()
     qtbot.waitUntil(lambda: window.started and bool(window.session.machine), timeout=30_000)
+    # (a setting, not an action: the quick check has its own window tests; this journey evaluates by hand)
+    window.quantize.check.setChecked(False)
 
     def key(k, mod=Qt.KeyboardModifier.NoModifier):
         qtbot.keyClick(window.focusWidget() or window, k, mod)
