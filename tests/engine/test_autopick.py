@@ -59,3 +59,31 @@ def test_max_size_without_auto_is_refused(tmp_path):
     proc = subprocess.run(_cli(tmp_path, "--to", "Q4_K_M", "--max-size", "4GB", "--out", tmp_path / "o"),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--to auto" in proc.stderr
+
+
+@pytest.mark.slow
+def test_time_limit_makes_the_first_candidate_and_reports_the_rest_as_skipped(smollm2_gguf, tmp_path):
+    q4 = smollm2_gguf["Q4_K_M"].stat().st_size
+    budget = q4 + 400_000  # Q4_K_M and Q3_K_M fit (Q4_K_M-O8 is the same file here)
+    out = tmp_path / "out"
+    proc = subprocess.run(_cli(smollm2_gguf["F16"], "--to", "auto", "--max-size", f"{budget}B", "--candidates", "3",
+                               "--max-minutes", "0.001", "--out", out, "--json", "--threads", "2"),
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert any(e["event"] == "warning" and "Time limit reached: 1 candidate(s) skipped." in e["message"]
+               for e in events)
+    (output,) = events[-1]["outputs"]
+    assert output["path"].endswith("smollm2-Q4_K_M.gguf") and output["verdict"]  # the first is made and checked
+    pick = read_sidecar(out / "smollm2-Q4_K_M.gguf").evaluation["autopick"]
+    rows = {row["type"]: row for row in pick["candidates"]}
+    assert pick["max_minutes"] == 0.001 and rows["Q4_K_M"].get("made") and not rows["Q3_K_M"].get("made")
+    assert rows["Q3_K_M"]["skipped"] == "not reached within the time limit of 0.001 min"
+    assert "skipped: not reached within the time limit" in (out / "README.md").read_text()
+
+
+def test_max_minutes_must_be_positive(smollm2_gguf, tmp_path):
+    proc = subprocess.run(_cli(smollm2_gguf["F16"], "--to", "auto", "--max-size", "4GB", "--max-minutes", "0",
+                               "--out", tmp_path / "o"), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "more than 0 minutes" in proc.stderr
+    assert not (tmp_path / "o").exists()
