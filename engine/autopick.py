@@ -9,12 +9,18 @@ keeps them. Every candidate's size and numbers go into the kept file's sidecar
 (``evaluation["autopick"]``) and from there into the model card.
 
 The search is bounded by count: the candidate list is fixed (CANDIDATES) and
-at most ``max_candidates`` (default 3) of them are made and checked.
+at most ``max_candidates`` (default 3) of them are made and checked. With
+``max_minutes`` it is bounded in time as well: the candidates are then made one
+at a time, and a candidate is started only while the search (the conversion
+included) has run less than that; the first is always made, and those made are
+all checked (the choice needs them). Candidates that fit but were not made are
+marked ``skipped`` with the reason, in the sidecar and the model card.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +68,8 @@ CANDIDATES: tuple[Candidate, ...] = (
 
 def auto_quantize(request: QuantizeRequest, max_bytes: int, *, max_candidates: int = DEFAULT_CANDIDATES,
                   keep_candidates: bool = False, candidates: tuple[Candidate, ...] = CANDIDATES,
-                  cancel: CancelToken | None = None) -> JobGen[list[OutputRecord]]:
+                  max_minutes: float | None = None, cancel: CancelToken | None = None
+                  ) -> JobGen[list[OutputRecord]]:
     """The whole search: yields Progress, returns the chosen output first (then the kept candidates)."""
     from engine.backends.gguf.plan import plan_job
     from engine.formats import FORMATS
@@ -73,12 +80,16 @@ def auto_quantize(request: QuantizeRequest, max_bytes: int, *, max_candidates: i
         raise QuantDeskError(f"{request.source} does not exist; check the path.")
     if max_candidates < 1:
         raise QuantDeskError("The number of candidates must be at least 1; try 3.")
+    if max_minutes is not None and not max_minutes > 0:
+        raise QuantDeskError("The time limit must be more than 0 minutes; try 10.")
+    started = time.monotonic()
     first = FORMATS[f"gguf:{candidates[-1].type}"]
     plan = plan_job(request, [first])  # every check before a byte is written, the conversion's included
     txn = Transaction(Path(request.out_dir).expanduser(), overwrite=request.overwrite).begin()
     try:
+        deadline = None if max_minutes is None else started + 60.0 * max_minutes
         result = yield from _search(request, plan, txn, max_bytes, max_candidates, keep_candidates, candidates,
-                                    cancel)
+                                    cancel, deadline, max_minutes)
         txn.commit()
     except BaseException:
         txn.rollback()
@@ -88,8 +99,8 @@ def auto_quantize(request: QuantizeRequest, max_bytes: int, *, max_candidates: i
 
 
 def _search(request: QuantizeRequest, plan: Any, txn: Transaction, max_bytes: int, max_candidates: int,
-            keep_candidates: bool, candidates: tuple[Candidate, ...], cancel: CancelToken
-            ) -> JobGen[list[OutputRecord]]:
+            keep_candidates: bool, candidates: tuple[Candidate, ...], cancel: CancelToken,
+            deadline: float | None = None, max_minutes: float | None = None) -> JobGen[list[OutputRecord]]:
     from engine.artifacts import sidecar_path, update_evaluation
     from engine.backends.gguf.job import run_plan
     from engine.backends.gguf.plan import Output, output_name
@@ -123,23 +134,38 @@ def _search(request: QuantizeRequest, plan: Any, txn: Transaction, max_bytes: in
             f"The smallest candidate, {smallest['type']}, is {format_bytes(smallest['size_bytes'])}, more than "
             f"the budget of {format_bytes(max_bytes)}; raise --max-size or choose a smaller model.")
     tried = fitting[:max_candidates]
+    for i in fitting[max_candidates:]:
+        table[i]["skipped"] = f"only the largest {max_candidates} that fit are tried"
     require_free_space(plan.out_dir, sum(table[i]["size_bytes"] for i in tried), "the candidate GGUF files")
     outputs = [Output(FORMATS[f"gguf:{candidates[i].type}"],
                       plan.out_dir / output_name(plan.model_name, candidates[i].name),
                       candidates[i].variant, dict(candidates[i].options)) for i in tried]
-    make = dataclasses.replace(plan, intermediate=None, keep_intermediate=False, quantize=outputs,
-                               input_file=inter_path, warnings=[])
-    make.txn = txn
-    records = yield from relay(run_plan(make, cancel), _span(0.3, 0.6))
 
-    scores: dict[int, float] = {}
-    for n, (i, record) in enumerate(zip(tried, records, strict=True)):
-        row = table[i]
-        row["made"] = True
-        check = yield from _check(record, request, row, cancel, _span(0.6 + 0.4 * n / len(tried),
-                                                                       0.6 + 0.4 * (n + 1) / len(tried)))
-        if check is not None:
-            scores[i] = check
+    def make(some: list[Any]) -> Any:
+        made = dataclasses.replace(plan, intermediate=None, keep_intermediate=False, quantize=some,
+                                   input_file=inter_path, warnings=[])
+        made.txn = txn
+        return made
+
+    if deadline is None:  # all in one quantizer process
+        records = yield from relay(run_plan(make(outputs), cancel), _span(0.3, 0.6))
+    else:  # one at a time, each started only before the deadline
+        records = []
+        for n, output in enumerate(outputs):
+            if n and time.monotonic() >= deadline:
+                for i in tried[n:]:
+                    table[i]["skipped"] = f"not reached within the time limit of {max_minutes:g} min"
+                yield Progress(step="warning", fraction=0.3 + 0.3 * n / len(outputs),
+                               message=f"Time limit reached: {len(outputs) - n} candidate(s) skipped.")
+                break
+            records.extend((yield from relay(run_plan(make([output]), cancel),
+                                             _span(0.3 + 0.3 * n / len(outputs), 0.3 + 0.3 * (n + 1) / len(outputs)))))
+        tried = tried[:len(records)]
+
+    for i in tried:
+        table[i]["made"] = True
+    klds = yield from _check(records, request, [table[i] for i in tried], cancel, _span(0.6, 1.0))
+    scores = {i: kld for i, kld in zip(tried, klds, strict=True) if kld is not None}
     best = min(scores, key=lambda i: scores[i]) if scores else tried[0]
     if not scores:
         yield Progress(step="warning", fraction=1.0,
@@ -148,7 +174,7 @@ def _search(request: QuantizeRequest, plan: Any, txn: Transaction, max_bytes: in
     for row in table:
         row["chosen"] = row["type"] == candidates[best].name
     summary = {"max_bytes": max_bytes, "chosen": candidates[best].name, "by": "lowest KLD of those that fit",
-               "max_candidates": max_candidates, "candidates": table}
+               "max_candidates": max_candidates, "max_minutes": max_minutes, "candidates": table}
     update_evaluation(Path(chosen.path), {"autopick": summary})
     kept = [chosen]
     for i, record in zip(tried, records, strict=True):
@@ -169,25 +195,36 @@ def _search(request: QuantizeRequest, plan: Any, txn: Transaction, max_bytes: in
     return kept
 
 
-def _check(record: OutputRecord, request: QuantizeRequest, row: dict[str, Any], cancel: CancelToken,
-           scale: Callable[[Progress], Progress | None]) -> JobGen[float | None]:
-    """The quick check of one candidate; its numbers go into ``row``. A failed check is a warning."""
+def _check(records: list[OutputRecord], request: QuantizeRequest, rows: list[dict[str, Any]], cancel: CancelToken,
+           scale: Callable[[Progress], Progress | None]) -> JobGen[list[float | None]]:
+    """The quick check of every candidate in one child (the source scored once); numbers go into ``rows``.
+
+    Returns each candidate's mean KLD, None for one that could not be checked (a warning).
+    """
     from engine.errors import JobCancelled
-    from engine.evaluate.quick_check import quick_check
+    from engine.evaluate.quick_check import quick_check_all
     from engine.terminal import one_line
 
     try:
-        result = yield from relay(quick_check(Path(record.path), Path(request.source), device="cpu",
-                                              threads=request.threads, cancel=cancel, name=row["type"]), scale)
+        results = yield from relay(quick_check_all([Path(r.path) for r in records], Path(request.source),
+                                                   device="cpu", threads=request.threads, cancel=cancel,
+                                                   names=[row["type"] for row in rows], keep_going=True), scale)
     except JobCancelled:
         raise
-    except Exception as err:  # noqa: BLE001 - one candidate that cannot be judged is not chosen
-        yield Progress(step="warning", fraction=0.0,
-                       message=f"Could not check {Path(record.path).name} ({one_line(str(err), 300)}).")
-        return None
-    record.verdict, record.verdict_evidence = result["verdict"], result["evidence"]
-    row.update({k: result[k] for k in ("verdict", "kld_mean", "kld_p99", "same_top_pct", "delta_ppl_pct")})
-    return float(result["kld_mean"])
+    except Exception as err:  # noqa: BLE001 - candidates that cannot be judged are not chosen
+        yield Progress(step="warning", fraction=0.0, message=f"Could not check the candidates ({one_line(str(err), 300)}).")
+        return [None] * len(records)
+    klds: list[float | None] = []
+    for record, row, result in zip(records, rows, results, strict=True):
+        if "error" in result:
+            yield Progress(step="warning", fraction=0.0,
+                           message=f"Could not check {Path(record.path).name} ({result['error']}).")
+            klds.append(None)
+            continue
+        record.verdict, record.verdict_evidence = result["verdict"], result["evidence"]
+        row.update({k: result[k] for k in ("verdict", "kld_mean", "kld_p99", "same_top_pct", "delta_ppl_pct")})
+        klds.append(float(result["kld_mean"]))
+    return klds
 
 
 def _span(start: float, end: float) -> Callable[[Progress], Progress | None]:

@@ -173,8 +173,15 @@ def _autopick_lines(art: Artifact) -> list[str]:
                      f"{format_bytes(row.get('size_bytes'))} | {'yes' if row.get('fits') else 'no'} | "
                      f"{f'{kld:.4f}' if isinstance(kld, (int, float)) else '-'} | "
                      f"{f'{top:.0f}%' if isinstance(top, (int, float)) else '-'} | "
-                     f"{_cell(_plain(str(row.get('verdict') or '-')))} |")
+                     f"{_cell(_plain(_candidate_verdict(row)))} |")
     return lines
+
+
+def _candidate_verdict(row: dict) -> str:
+    """A candidate's verdict, or why it was not made although it fits (the search's bounds)."""
+    if row.get("verdict"):
+        return str(row["verdict"])
+    return f"skipped: {row['skipped']}" if row.get("skipped") else "-"
 
 
 def _verdict(art: Artifact) -> str:

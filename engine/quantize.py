@@ -6,7 +6,8 @@ on cancel or failure removes exactly those and puts back every earlier output
 that was replaced, also the ones an earlier backend of the same job finished.
 
 Once the outputs are in place the quick check (engine.evaluate.quick_check)
-judges each against the source, unless the request says ``check=False``. The
+judges them against the source, all in one child process that scores the
+source once, unless the request says ``check=False``. The
 outputs are finished by then: a check that fails or is cancelled only becomes
 a warning event, and never touches them.
 """
@@ -68,53 +69,73 @@ def quantize(request: QuantizeRequest, cancel: CancelToken | None = None) -> Job
 
 def _check_outputs(request: QuantizeRequest, outputs: list[OutputRecord], cancel: CancelToken,
                    start: float) -> JobGen[None]:
-    """The quick check on each finished output, in turn; its verdict goes onto the record and the card.
+    """The quick check of every finished output in one child (per device); verdicts go onto the records and card.
 
-    Nothing here may undo the job: every failure, and a cancel, ends the checks
-    with a warning event and leaves the outputs as they are.
+    The source is scored once for all of them (quick_check_all). Nothing here
+    may undo the job: every failure, and a cancel, ends with a warning event and
+    leaves the outputs as they are.
     """
     from engine.errors import JobCancelled
-    from engine.evaluate.quick_check import quick_check
+    from engine.evaluate.quick_check import quick_check_all
+    from engine.terminal import one_line
 
     clock = EtaClock()
     count = len(outputs)
+    groups: dict[str, list[OutputRecord]] = {}
+    for record in outputs:
+        groups.setdefault(_check_device(record), []).append(record)
+    done = 0
     checked = False
-    for i, record in enumerate(outputs):
+    for device, records in groups.items():
+        lo, width = done / count, len(records) / count
         if cancel.cancelled:
-            yield Progress(step="warning", fraction=start + (1.0 - start) * i / count,
+            yield Progress(step="warning", fraction=start + (1.0 - start) * lo,
                            message="Quality check cancelled; the outputs are finished and kept.")
             break
 
-        def scale(event: Progress, i: int = i, name: str = Path(record.path).name) -> Progress | None:
+        def scale(event: Progress, lo: float = lo, width: float = width) -> Progress | None:
             if event.step == "done":
                 return None
-            part = (i + max(0.0, min(1.0, event.fraction))) / count
+            part = lo + width * max(0.0, min(1.0, event.fraction))
             event.fraction = start + (1.0 - start) * part
             event.eta_s = clock.eta(part)
-            if name not in event.message:
-                event.message = f"Checking {name}: {event.message}"
+            if not event.message.startswith("Checking"):
+                event.message = f"Checking: {event.message}"
             return event
 
+        names = [Path(r.path).name for r in records]
         try:
-            result = yield from relay(quick_check(Path(record.path), request.source, device=_check_device(record),
-                                                  threads=request.threads, cancel=cancel,
-                                                  name=record.format.split(":", 1)[1]), scale)
+            results = yield from relay(quick_check_all(
+                [Path(r.path) for r in records], request.source, device=device, threads=request.threads,
+                cancel=cancel, names=[r.format.split(":", 1)[1] for r in records], keep_going=True), scale)
         except JobCancelled:
-            yield Progress(step="warning", fraction=start + (1.0 - start) * i / count,
+            yield Progress(step="warning", fraction=start + (1.0 - start) * lo,
                            message="Quality check cancelled; the outputs are finished and kept.")
             break
         except Exception as err:  # noqa: BLE001 - the outputs are finished: a failed check is only a warning
-            from engine.terminal import one_line
-
-            yield Progress(step="warning", fraction=start + (1.0 - start) * (i + 1) / count,
-                           message=f"Could not check the quality of {Path(record.path).name} "
-                           f"({one_line(str(err), 300)}); the output is finished and kept — "
-                           "try quantdesk eval on it.")
+            yield Progress(step="warning", fraction=start + (1.0 - start) * (lo + width),
+                           message=_not_checked(names, one_line(str(err), 300)))
+            done += len(records)
             continue
-        record.verdict, record.verdict_evidence = result["verdict"], result["evidence"]
-        checked = True
+        for record, name, result in zip(records, names, results, strict=True):
+            if "error" in result:
+                yield Progress(step="warning", fraction=start + (1.0 - start) * (lo + width),
+                               message=_not_checked([name], result["error"]))
+                continue
+            record.verdict, record.verdict_evidence = result["verdict"], result["evidence"]
+            checked = True
+        done += len(records)
     if checked:
         _rewrite_card(request)
+
+
+def _not_checked(names: list[str], why: str) -> str:
+    if len(names) == 1:
+        return (f"Could not check the quality of {names[0]} ({why}); the output is finished and kept — "
+                "try quantdesk eval on it.")
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+    return (f"Could not check the quality of {listed} ({why}); the outputs are finished and kept — "
+            "try quantdesk eval on them.")
 
 
 def _check_device(record: OutputRecord) -> str:

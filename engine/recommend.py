@@ -24,6 +24,7 @@ place but says what to install (``available`` is False).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from engine.errors import QuantDeskError
@@ -34,6 +35,7 @@ from engine.inspect import ModelInfo
 from engine.units import format_bytes
 
 SMALL_MODEL_PARAMS = 3_000_000_000
+EXACT_SIZE_LIMIT_S = 15.0  # llama.cpp's dry run of every GGUF option may take this long; else estimates stand
 GPU_FITS, GPU_TIGHT = 0.90, 1.00  # share of VRAM
 RAM_FITS, RAM_TIGHT = 0.80, 0.95  # share of RAM: the OS and other programs need the rest
 FITS, TIGHT, NO = "fits", "tight", "no"
@@ -85,6 +87,7 @@ class Option:
     kv_cache_bytes: int = 0
     gpu_peak_bytes: int | None = None
     cpu_peak_bytes: int | None = None
+    size_exact: bool = False  # size_bytes from llama.cpp's dry run, not estimated
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,8 +305,14 @@ def _why(opt: Option, fmt: Format, model: ModelInfo, machine: MachineInfo, n_ctx
     return " ".join(parts)
 
 
-def recommend(model: ModelInfo, machine: MachineInfo, ctx: int | None = None) -> Recommendation:
-    """Ranked options for turning ``model`` into something ``machine`` can run at ``ctx`` tokens."""
+def recommend(model: ModelInfo, machine: MachineInfo, ctx: int | None = None, *, exact: bool = True,
+              outputs: Path | None = None) -> Recommendation:
+    """Ranked options for turning ``model`` into something ``machine`` can run at ``ctx`` tokens.
+
+    With ``exact``, GGUF options get their exact file size from llama.cpp's dry
+    run where there is a GGUF to run it on: the model itself, or a kept
+    intermediate (F16/BF16/F32) made from it in ``outputs``.
+    """
     if model.parameters <= 0:
         raise QuantDeskError(f"{model.path} reports no parameters; cannot size it. Check the model files.")
     n_ctx = context_for(model, ctx)
@@ -320,6 +329,8 @@ def recommend(model: ModelInfo, machine: MachineInfo, ctx: int | None = None) ->
             opt.available = False
             opt.install_hint = f"llama.cpp's converter does not support {model.architecture}."
         options.append(opt)
+    if exact:
+        _exact_sizes(model, machine, options, notes, outputs)
     # Keep the tree's order, but never rank something that cannot fit above something that can.
     options.sort(key=lambda o: o.fit == NO)
     for i, opt in enumerate(options):
@@ -341,3 +352,75 @@ def recommend(model: ModelInfo, machine: MachineInfo, ctx: int | None = None) ->
             'CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python.'
         )
     return Recommendation(n_ctx, situation, options, notes, model, machine)
+
+
+# --------------------------------------------------------------------------- exact GGUF sizes
+
+
+def gguf_input(model: ModelInfo, outputs: Path | None = None) -> Path | None:
+    """The GGUF a dry run can start from: the model itself, or a kept intermediate of it in ``outputs``."""
+    if model.kind == "gguf":
+        return Path(model.path)
+    if outputs is None or not Path(outputs).is_dir():
+        return None
+    from engine.artifacts import list_artifacts
+
+    source = Path(model.path).resolve()
+    for art in list_artifacts(Path(outputs)):
+        if art.format in ("gguf:BF16", "gguf:F16", "gguf:F32") and art.source and Path(art.source) == source:
+            return art.path
+    return None
+
+
+def exact_gguf_sizes(input_file: Path, format_ids: list[str], *, requantize: bool = False,
+                     limit_s: float = EXACT_SIZE_LIMIT_S) -> dict[str, int]:
+    """Each GGUF format's exact file size from llama.cpp's dry run of ``input_file`` (nothing is written).
+
+    Empty when llama.cpp is missing or refuses, or when the run takes longer than
+    ``limit_s`` (a very large file): the estimates then stand.
+    """
+    import threading
+
+    from engine.backends.gguf.quantize import dry_run_worker
+    from engine.jobs import CancelToken, run_in_child, run_job
+
+    fids = [f for f in format_ids if FORMATS[f].gguf_ftype is not None]
+    if not fids:
+        return {}
+    jobs = [{"type": FORMATS[f].name, "ftype": int(FORMATS[f].gguf_ftype or 0), "options": {},
+             "requantize": requantize} for f in fids]
+    cancel = CancelToken()
+    timer = threading.Timer(limit_s, cancel.cancel)
+    timer.start()
+    try:
+        sizes = run_job(run_in_child(dry_run_worker, str(input_file), jobs, 2, cancel=cancel, name="quantizer"))
+    except Exception:  # noqa: BLE001 - cancelled, missing or refused: the estimates stand
+        return {}
+    finally:
+        timer.cancel()
+    return dict(zip(fids, sizes, strict=True))
+
+
+def _exact_sizes(model: ModelInfo, machine: MachineInfo, options: list[Option], notes: list[str],
+                 outputs: Path | None) -> None:
+    """Replace the GGUF options' estimated file sizes (and the weights' share of the peak) with the dry run's."""
+    source = gguf_input(model, outputs)
+    gguf = [o for o in options if o.format.startswith("gguf:")]
+    if source is None or not gguf:
+        return
+    sizes = exact_gguf_sizes(source, [o.format for o in gguf], requantize=bool(model.quantized))
+    for opt in gguf:
+        size = sizes.get(opt.format)
+        if size is None:
+            continue
+        diff = size - opt.size_bytes
+        opt.size_bytes, opt.size_exact = size, True
+        opt.peak_bytes += diff
+        if opt.device == "cuda" and opt.gpu_peak_bytes is not None:
+            opt.gpu_peak_bytes += diff
+            opt.fit = _fit(opt.gpu_peak_bytes, machine.vram_total_bytes, GPU_FITS, GPU_TIGHT)
+        elif opt.device == "cpu":
+            opt.cpu_peak_bytes = opt.peak_bytes
+            opt.fit = _fit(opt.peak_bytes, machine.ram_total_bytes, RAM_FITS, RAM_TIGHT)
+    if sizes:
+        notes.append(f"GGUF file sizes are exact: llama.cpp's dry run of {Path(source).name} (nothing written).")

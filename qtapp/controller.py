@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject, Signal
 
 from qtapp import settings
-from qtapp.job_work import evaluate_job, get_job, lmstudio_job, ollama_job, plan_get_job, quantize_job
+from qtapp.job_work import (
+    auto_quantize_job,
+    evaluate_job,
+    get_job,
+    lmstudio_job,
+    ollama_job,
+    plan_get_job,
+    quantize_job,
+)
 from qtapp.jobs import Job, JobQueue, JobSpec
 from qtapp.session import Session
 from qtapp.workers import Outcome, Task, in_process, run_in_background
@@ -73,17 +81,18 @@ class JobController(QObject):
         if session.model_path is None or not session.model_info:
             self.error.emit("Open a model first: a Hugging Face folder, a config.json or a GGUF file.")
             return
-        if not choice.targets:
+        if not choice.targets and choice.max_bytes is None:
             self.error.emit("Tick at least one target format, e.g. GGUF Q4_K_M.")
             return
         from engine.backends import QuantizeRequest
         from engine.errors import QuantDeskError
         from engine.formats import get_format
 
+        targets = [] if choice.max_bytes is not None else choice.targets
         try:
             request = QuantizeRequest(
                 source=session.model_path,
-                targets=[get_format(t) for t in choice.targets],
+                targets=[get_format(t) for t in targets],
                 out_dir=choice.out_dir,
                 threads=choice.threads,
                 device=choice.device,
@@ -95,8 +104,15 @@ class JobController(QObject):
             return
         self.out_dir = out_dir = choice.out_dir
 
-        names = ", ".join(get_format(t).name for t in choice.targets)
         self.error.emit("")
+        if choice.max_bytes is not None:  # "Best under … GB": as ``quantize --to auto --max-size``
+            from engine.units import format_bytes
+
+            self.queue.add(JobSpec(f"{session.model_path.name} → best under {format_bytes(choice.max_bytes)}",
+                                   in_process(auto_quantize_job, request, choice.max_bytes), "quantize", out_dir,
+                                   {"source": str(session.model_path)}))
+            return
+        names = ", ".join(get_format(t).name for t in targets)
         self.queue.add(JobSpec(f"{session.model_path.name} → {names}", in_process(quantize_job, request),
                                "quantize", out_dir, {"source": str(session.model_path)}))
 

@@ -14,6 +14,13 @@ def quantize_job(cancel: CancelToken, request: Any):
     return (yield from quantize(request, cancel))
 
 
+def auto_quantize_job(cancel: CancelToken, request: Any, max_bytes: int):
+    """"Best under … GB": the best GGUF that fits ``max_bytes``, chosen by measuring (engine.autopick)."""
+    from engine.autopick import auto_quantize
+
+    return (yield from auto_quantize(request, max_bytes, cancel=cancel))
+
+
 def evaluate_job(cancel: CancelToken, paths: list[Path], base: Path | None):
     """Perplexity, KL divergence against the original (when it is not the model itself) and speed."""
     from engine.evaluate.run import EvalRequest, evaluate

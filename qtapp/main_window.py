@@ -330,7 +330,7 @@ class MainWindow(QMainWindow):
         if current is self.chat:
             can, text = self.chat.can_send(), "Send"
         elif current is self.quantize:
-            can, text = has_model and bool(self.quantize.targets()), "Quantize"
+            can, text = has_model and self.quantize.ready(), "Quantize"
         elif current is self.results:
             can, text = has_model and bool(self.results.rows), "Evaluate selected"
         else:

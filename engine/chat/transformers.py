@@ -84,11 +84,15 @@ class TransformersChat(Chat):
         self._ctx = 0
         self._renderer: TemplateRenderer | None = None
         self.dtype: Any = None  # torch dtype to load in; None: the checkpoint's own ("auto")
+        self.preloaded: tuple[Any, Any] | None = None  # (model, tokenizer) already loaded from this path
 
     def _load(self) -> None:
         if self.requested_ctx:
             check_model_context(self.path, self.requested_ctx, self.device)
-        model, tok = load_hf_model(self.path, self.device, dtype=self.dtype, threads=self.threads)
+        if self.preloaded is not None:  # the caller's own copy of this model: no second load
+            (model, tok), self.preloaded = self.preloaded, None
+        else:
+            model, tok = load_hf_model(self.path, self.device, dtype=self.dtype, threads=self.threads)
         limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_CTX
         self._ctx = int(self.requested_ctx or min(limit, DEFAULT_CTX))
         self._model, self._tok = model, tok

@@ -77,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "made and checked and the one with the lowest KLD is kept")
     p.add_argument("--candidates", type=int, default=None, metavar="N",
                    help="with --to auto: make and check at most N candidates (default 3)")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="with --to auto: start no further candidate once the search has run M minutes "
+                   "(the first is always made; those made are all checked)")
     p.add_argument("--keep-candidates", action="store_true",
                    help="with --to auto: keep every candidate made, not only the chosen one")
     p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
@@ -95,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_out_text(args.out)
         auto = args.to.strip().lower() == "auto"
-        if not auto and (args.max_size or args.keep_candidates or args.candidates is not None):
-            raise QuantDeskError("--max-size, --candidates and --keep-candidates go with --to auto; "
+        if not auto and (args.max_size or args.keep_candidates or args.candidates is not None
+                         or args.max_minutes is not None):
+            raise QuantDeskError("--max-size, --candidates, --max-minutes and --keep-candidates go with --to auto; "
                                  "drop them or pass --to auto.")
         if auto and not args.max_size:
             raise QuantDeskError("--to auto needs a budget; add --max-size, e.g. --max-size 4GB.")
@@ -143,7 +147,8 @@ def _auto_job(request: Any, args: argparse.Namespace, cancel: Any) -> Any:
     from engine.units import parse_size
 
     return auto_quantize(request, parse_size(args.max_size), keep_candidates=args.keep_candidates,
-                         max_candidates=DEFAULT_CANDIDATES if args.candidates is None else args.candidates, cancel=cancel)
+                         max_candidates=DEFAULT_CANDIDATES if args.candidates is None else args.candidates,
+                         max_minutes=args.max_minutes, cancel=cancel)
 
 
 class _JsonEvents(JsonEvents):

@@ -6,6 +6,7 @@ import argparse
 import json
 import shutil
 import textwrap
+from pathlib import Path
 
 from engine.commands.doctor import add_machine_arguments, overrides_from_args
 from engine.terminal import printable
@@ -16,6 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("recommend", help="rank the formats that fit this machine, with sizes and why")
     p.add_argument("path", help="a Hugging Face model folder, a config.json or a .gguf file")
     p.add_argument("--ctx", type=int, metavar="N", help="context length to plan for (default 4096, capped at the model's)")
+    p.add_argument("--out", metavar="DIR",
+                   help="where this model's outputs go: a kept intermediate GGUF there makes the GGUF sizes exact")
+    p.add_argument("--estimate", action="store_true",
+                   help="estimate every size (skip llama.cpp's dry run of a GGUF source or kept intermediate)")
     p.add_argument("--json", action="store_true", help="print JSON (a stable contract)")
     add_machine_arguments(p)
     p.set_defaults(func=run)
@@ -29,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = overrides_from_args(args)
     model = inspect_model(args.path)
     machine = detect_machine(overrides=overrides)
-    rec = recommend(model, machine, args.ctx)
+    rec = recommend(model, machine, args.ctx, exact=not args.estimate,
+                    outputs=Path(args.out).expanduser() if args.out else None)
     if args.json:
         print(json.dumps(rec.to_dict(), indent=2))
         return 0
@@ -46,7 +52,8 @@ def render(rec) -> str:
     rows = []
     for i, o in enumerate(rec.options, 1):
         where = f"split {o.gpu_layers}/{o.layers}" if o.device == "split" else o.device
-        rows.append((str(i), o.format, format_bytes(o.size_bytes), format_bytes(o.peak_bytes), where,
+        size = format_bytes(o.size_bytes) + (" exact" if o.size_exact else "")
+        rows.append((str(i), o.format, size, format_bytes(o.peak_bytes), where,
                      {"no": "does not fit"}.get(o.fit, o.fit), "yes" if o.available else "no"))
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
     right = {0, 2, 3}

@@ -8,7 +8,8 @@ mean KLD 0.0039 → 0.0038, p99 0.016 → 0.014; Q4_K_M 0.053 → 0.055, p99 0.2
 0.25, same top 87.5 → 88.2%; the verdicts stay) at half the cost. The source's
 scores, and its greedy answers as token ids, come from the cache beside the
 outputs (reference.py), so only the first check of a source pays for the
-source.
+source; on that first check a Hugging Face source is loaded once, for its
+scores and then its answers.
 
 An output's answers are not generated token by token. Greedy decoding agrees
 with the source's answer exactly as long as the output's most likely next
@@ -88,8 +89,13 @@ def greedy_answers(path: Path, prompts: tuple[str, ...], *, device: str, threads
         chat.close()
 
 
-def source_answers(path: Path, prompts: tuple[str, ...], *, device: str, threads: int | None) -> dict[str, Any]:
-    """The source's greedy answers with the token ids behind them: {"answers", "prompt_ids", "answer_ids"}."""
+def source_answers(path: Path, prompts: tuple[str, ...], *, device: str, threads: int | None,
+                   scorer: Any = None) -> dict[str, Any]:
+    """The source's greedy answers with the token ids behind them: {"answers", "prompt_ids", "answer_ids"}.
+
+    ``scorer``: the source's HfScorer that just computed its scores; its model
+    answers too, instead of loading the checkpoint a second time.
+    """
     from engine.chat import open_chat
     from engine.evaluate.verdict import ANSWER_TOKENS
     from engine.jobs import run_job
@@ -103,6 +109,8 @@ def source_answers(path: Path, prompts: tuple[str, ...], *, device: str, threads
         # float32 as the scores were computed: bf16 matrix products are many times slower on most CPUs
         if hf_quantization(path) is None:
             chat.dtype = torch.float32
+    if hasattr(chat, "preloaded") and getattr(scorer, "_model", None) is not None:
+        chat.preloaded = (scorer._model, scorer._tok)
     run_job(chat.load(CancelToken()))
     try:
         record: dict[str, Any] = {"answers": [], "prompt_ids": [], "answer_ids": []}
@@ -151,8 +159,21 @@ def forced_answers(scorer: Any, record: dict[str, Any]) -> list[str] | None:
     return answers
 
 
+class _KeptOpen:
+    """A scorer whose close() waits for its owner (the source's, until it has answered too)."""
+
+    def __init__(self, scorer: Any) -> None:
+        self._scorer = scorer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._scorer, name)
+
+    def close(self) -> None:
+        pass
+
+
 def _check_child(reporter: ChildReporter, outputs: list[str], source: str, device: str, threads: int | None,
-                 cache_dir: str | None) -> list[dict[str, Any]]:
+                 cache_dir: str | None, keep_going: bool = False) -> list[dict[str, Any]]:
     from engine.evaluate.perplexity import perplexity
     from engine.evaluate.reference import ReferenceCache, original_reference
     from engine.evaluate.scorers import open_scorer
@@ -172,35 +193,51 @@ def _check_child(reporter: ChildReporter, outputs: list[str], source: str, devic
     def open_for(path: Path) -> Any:
         return open_scorer(path, n_ctx=QUICK_CTX, device=device, threads=threads)
 
-    started = time.monotonic()
-    run, cached = run_job(original_reference(src_path, text, QUICK_CTX, lambda: open_for(src_path), cache=cache,
-                                             max_tokens=QUICK_TOKENS, device=device,
-                                             span=(0.0, source_share * 0.6)), send)
-    shared["original_s"] = time.monotonic() - started
+    source_scorer: list[Any] = []  # kept open on a miss, so the source's answers reuse the loaded model
 
-    started = time.monotonic()
-    key = _answers_key(src_path, PROMPTS, device)
-    record = cache.load_answer_record(key) if cache is not None else None
-    answers_cached = record is not None and len(record.get("prompt_ids", ())) == len(PROMPTS)
-    if not answers_cached:
-        send(Progress(step="answers", fraction=source_share * 0.6, message="The original answers the fixed prompts"))
-        record = source_answers(src_path, PROMPTS, device=device, threads=threads)
-        if cache is not None:
-            cache.save_answers(key, record["answers"], {"prompt_ids": record["prompt_ids"],
-                                                        "answer_ids": record["answer_ids"]})
-    assert record is not None
-    shared["source_answers_s"] = time.monotonic() - started
+    def open_source() -> Any:
+        source_scorer.append(open_for(src_path))
+        return _KeptOpen(source_scorer[0])
 
-    results = []
-    for i, output in enumerate(outputs):
-        out_path = Path(output)
+    try:
+        started = time.monotonic()
+        run, cached = run_job(original_reference(src_path, text, QUICK_CTX, open_source, cache=cache,
+                                                 max_tokens=QUICK_TOKENS, device=device,
+                                                 span=(0.0, source_share * 0.6)), send)
+        shared["original_s"] = time.monotonic() - started
+
+        started = time.monotonic()
+        key = _answers_key(src_path, PROMPTS, device)
+        record = cache.load_answer_record(key) if cache is not None else None
+        answers_cached = record is not None and len(record.get("prompt_ids", ())) == len(PROMPTS)
+        if not answers_cached:
+            send(Progress(step="answers", fraction=source_share * 0.6,
+                          message="The original answers the fixed prompts"))
+            record = source_answers(src_path, PROMPTS, device=device, threads=threads,
+                                    scorer=source_scorer[0] if source_scorer else None)
+            if cache is not None:
+                cache.save_answers(key, record["answers"], {"prompt_ids": record["prompt_ids"],
+                                                            "answer_ids": record["answer_ids"]})
+        assert record is not None
+        shared["source_answers_s"] = time.monotonic() - started
+    finally:
+        for scorer in source_scorer:  # before any output is loaded
+            scorer.close()
+
+    def check_one(i: int, out_path: Path) -> dict[str, Any]:
         lo = source_share + (1.0 - source_share) * i / count
         hi = source_share + (1.0 - source_share) * (i + 1) / count
         timings = dict(shared) if i == 0 else {}
+
+        def named(event: Progress) -> None:
+            if out_path.name not in event.message:
+                event.message = f"{out_path.name}: {event.message}"
+            send(event)
+
         started = time.monotonic()
         scorer = open_for(out_path)
         try:
-            result = run_job(perplexity(scorer, text, QUICK_CTX, base=run, span=(lo, lo + (hi - lo) * 0.8)), send)
+            result = run_job(perplexity(scorer, text, QUICK_CTX, base=run, span=(lo, lo + (hi - lo) * 0.8)), named)
             timings["output_s"] = time.monotonic() - started
             started = time.monotonic()
             send(Progress(step="answers", fraction=lo + (hi - lo) * 0.8,
@@ -212,23 +249,40 @@ def _check_child(reporter: ChildReporter, outputs: list[str], source: str, devic
         if output_answers is None:
             output_answers = greedy_answers(out_path, PROMPTS, device=device, threads=threads)
         timings["answers_s"] = time.monotonic() - started
-        results.append({
+        return {
             "result": result.to_dict(), "original_cached": cached, "answers_cached": answers_cached,
             "source_answers": record["answers"], "output_answers": output_answers, "answers_forced": forced,
             "timings": timings,
-        })
+        }
+
+    results = []
+    for i, output in enumerate(outputs):
+        if not keep_going:
+            results.append(check_one(i, Path(output)))
+            continue
+        try:
+            results.append(check_one(i, Path(output)))
+        except Exception as err:  # noqa: BLE001 - one output that cannot be judged does not stop the others
+            if reporter.cancelled:
+                raise
+            from engine.terminal import one_line
+
+            results.append({"error": one_line(str(err), 300)})
     return results
 
 
 def quick_check_all(
     outputs: Sequence[Path], source: Path, *, device: str = "cpu", threads: int | None = None,
     cancel: CancelToken | None = None, save: bool = True, cache: bool = True,
-    names: Sequence[str | None] | None = None,
+    names: Sequence[str | None] | None = None, keep_going: bool = False,
 ) -> JobGen[list[dict[str, Any]]]:
     """Judge every output of one source in one child process: yields Progress, returns one record each.
 
     With ``save`` each result goes into its output's sidecar under
-    ``evaluation["quick_check"]`` (and ``evaluation["verdict"]``).
+    ``evaluation["quick_check"]`` (and ``evaluation["verdict"]``). With
+    ``keep_going`` an output whose check fails gets ``{"error": sentence}`` as
+    its record and the others are still checked; without it the first failure
+    ends the check. A failure before any output (the source) always ends it.
     """
     from engine.evaluate.reference import cache_dir_for
     from engine.evaluate.verdict import PROMPTS, compare_answers, judge
@@ -254,14 +308,18 @@ def quick_check_all(
         return Progress(**payload) if kind == "progress" else None
 
     data = yield from relay(run_in_child(_check_child, [str(p) for p in paths], str(source), device, threads,
-                                         folder, cancel=cancel), forward)
+                                         folder, keep_going, cancel=cancel), forward)
     elapsed = time.monotonic() - started
     records = []
     for output, label, item in zip(paths, labels, data, strict=True):
+        if "error" in item:
+            records.append({"error": item["error"]})
+            continue
         records.append(_record(output, source, label, item, device, elapsed / len(paths), save,
                                compare_answers, judge, PROMPTS))
     yield Progress(step="done", fraction=1.0,
-                   message="; ".join(f"{p.name}: {r['verdict']}" for p, r in zip(paths, records, strict=True)))
+                   message="; ".join(f"{p.name}: {r.get('verdict', 'not checked')}"
+                                     for p, r in zip(paths, records, strict=True)))
     return records
 
 

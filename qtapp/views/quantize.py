@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -49,6 +50,7 @@ class QuantizeChoice:
     device: str
     options: dict[str, Any]
     check: bool = True  # the quick quality check after the job
+    max_bytes: int | None = None  # "Best under … GB": the size-budget search (engine.autopick) instead of targets
 
 
 class QuantizeView(QWidget):
@@ -88,6 +90,26 @@ class QuantizeView(QWidget):
             more_grid.addWidget(self._box(fid), i // 4, i % 4)
         self.more.addWidget(more)
         layout.addWidget(self.more)
+
+        budget_row = QHBoxLayout()
+        self.budget_on = QCheckBox("&Best under")
+        self.budget_on.setToolTip("Let QuantDesk choose: it asks llama.cpp for the exact size of each GGUF type "
+                                  "and mix, makes the largest that fit this size, checks each against the "
+                                  "original and keeps the one that lost least (the ticked formats are not used).")
+        self.budget = QDoubleSpinBox()
+        self.budget.setRange(0.001, 100_000.0)
+        self.budget.setDecimals(3)
+        self.budget.setSingleStep(0.5)
+        self.budget.setSuffix(" GB")
+        self.budget.setValue(4.0)
+        self.budget.setEnabled(False)
+        self.budget.setAccessibleName("Size budget in GB")
+        self.budget_on.toggled.connect(self._budget_toggled)
+        budget_row.addWidget(self.budget_on)
+        budget_row.addWidget(self.budget)
+        budget_row.addWidget(muted("the GGUF type that fits, chosen by measuring"), 1)
+        layout.addLayout(budget_row)
+        self._unavailable: set[str] = set()
 
         out = QHBoxLayout()
         out_label = QLabel("&Output folder")
@@ -254,7 +276,25 @@ class QuantizeView(QWidget):
     def choice(self) -> QuantizeChoice:
         return QuantizeChoice(targets=self.targets(), out_dir=self.chosen_out_dir(),
                               threads=self.threads.value() or None, device=self.device.currentText(),
-                              options=self.options(), check=self.check.isChecked())
+                              options=self.options(), check=self.check.isChecked(), max_bytes=self.max_bytes())
+
+    def max_bytes(self) -> int | None:
+        """The size budget in bytes when "Best under" is on (GB as the CLI's --max-size reads it)."""
+        if not self.budget_on.isChecked():
+            return None
+        from engine.units import parse_size
+
+        return parse_size(f"{self.budget.value():.3f}GB")
+
+    def ready(self) -> bool:
+        """Something to start: ticked formats, or a size budget."""
+        return self.budget_on.isChecked() or bool(self.targets())
+
+    def _budget_toggled(self, on: bool) -> None:
+        self.budget.setEnabled(on)
+        for fid, box in self.boxes.items():
+            box.setEnabled(not on and fid not in self._unavailable)
+        self.targets_changed.emit()
 
     def _box(self, fid: str) -> QCheckBox:
         fmt = FORMATS[fid]
@@ -285,6 +325,7 @@ class QuantizeView(QWidget):
         for fid, hint in hints.items():
             box = self.boxes.get(fid)
             if box is not None:
+                self._unavailable.add(fid)
                 box.setEnabled(False)
                 box.setChecked(False)
                 box.setToolTip(hint)

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from engine.artifacts import read_sidecar
+from engine.errors import QuantDeskError
 from engine.jobs import CancelToken
 from tests.fixtures.quantize import run_quantize
 
@@ -104,3 +105,19 @@ def test_a_cancelled_check_keeps_the_outputs_and_warns(chat_ggufs, tmp_path):
     assert sorted(job["outputs"]) == ["Q4_K_M", "Q8_0"]
     assert all(p.is_file() and read_sidecar(p) is not None for p in job["outputs"].values())
     assert all(r.verdict is None for r in job["records"])
+
+
+def test_one_output_that_cannot_be_checked_does_not_stop_the_others(tiny_nochat_gguf, tmp_path):
+    from engine.evaluate.quick_check import quick_check_all
+    from engine.jobs import run_job
+
+    good = tmp_path / "model-F16-copy.gguf"  # the source itself under another name: nothing lost
+    good.symlink_to(tiny_nochat_gguf)
+    broken = tmp_path / "model-Q4_0.gguf"
+    broken.write_bytes(b"GGUF" + bytes(60))  # a header that ends at once: llama.cpp refuses to load it
+    records = run_job(quick_check_all([broken, good], tiny_nochat_gguf, threads=2, save=False,
+                                      names=["Q4_0", "F16"], keep_going=True))
+    assert set(records[0]) == {"error"} and "model-Q4_0.gguf" in records[0]["error"], records[0]
+    assert records[1]["verdict"] == "near-lossless" and records[1]["kld_mean"] < 1e-6 and records[1]["tokens"] > 0
+    with pytest.raises(QuantDeskError, match="model-Q4_0.gguf"):  # without keep_going the first failure ends it
+        run_job(quick_check_all([broken], tiny_nochat_gguf, threads=2, save=False))

@@ -263,3 +263,29 @@ def test_cpu_rows_offer_importance_matrix_types(plan, llama2):
     assert order.index("gguf:IQ4_XS") < order.index("gguf:Q3_K_M") < order.index("gguf:Q2_K")
     for f in iq:
         assert "importance matrix" in rec.options[order.index(f)].why
+
+
+@pytest.mark.slow
+def test_gguf_sizes_are_exact_from_a_gguf_source_or_a_kept_intermediate(plan, here, smollm2_gguf, smollm2_dir,
+                                                                       tmp_path):
+    from engine.artifacts import write_sidecar
+
+    real = {t: smollm2_gguf[t].stat().st_size for t in ("Q4_K_M", "Q6_K", "Q8_0")}
+    rec = plan(inspect_model(smollm2_gguf["F16"]), cpu_only=True)
+    by = {o.format: o for o in rec.options}
+    for t, size in real.items():
+        assert by[f"gguf:{t}"].size_exact and abs(by[f"gguf:{t}"].size_bytes - size) < 32 * 1024, t
+    assert any("GGUF file sizes are exact" in n for n in rec.notes)
+    assert json.loads(json.dumps(rec.to_dict()))["options"][0]["size_exact"] is True
+
+    hf = inspect_model(smollm2_dir)
+    machine = apply_overrides(here, Overrides(ram="64GiB", cpu_only=True))
+    estimated = recommend(hf, machine, outputs=tmp_path)  # no intermediate there yet: estimates
+    assert not any(o.size_exact for o in estimated.options)
+    kept = tmp_path / "smollm2-F16.gguf"  # a job's kept intermediate, made from this folder
+    kept.symlink_to(smollm2_gguf["F16"])
+    write_sidecar(kept, format="gguf:F16", source=smollm2_dir)
+    exact = {o.format: o for o in recommend(hf, machine, outputs=tmp_path).options}
+    assert exact["gguf:Q4_K_M"].size_exact and abs(exact["gguf:Q4_K_M"].size_bytes - real["Q4_K_M"]) < 32 * 1024
+    assert not exact["hf:fp16"].size_exact
+    assert not any(o.size_exact for o in recommend(hf, machine, exact=False, outputs=tmp_path).options)

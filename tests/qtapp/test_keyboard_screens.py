@@ -117,9 +117,12 @@ def test_the_whole_journey_by_keyboard_only(qtbot, gui_settings, tmp_path, tiny_
     demo.symlink_to(tiny_dir)
     window = MainWindow()
     qtbot.addWidget(window)
+    window.confirm_quit = lambda: True  # a failure must not leave the suite waiting on a modal question
     window.resize(1280, 800)
     window.show()
     qtbot.waitUntil(lambda: window.started and bool(window.session.machine), timeout=30_000)
+    # (a setting, not an action: the quick check has its own window tests; this journey evaluates by hand)
+    window.quantize.check.setChecked(False)
 
     def key(k, mod=Qt.KeyboardModifier.NoModifier):
         qtbot.keyClick(window.focusWidget() or window, k, mod)

@@ -12,6 +12,7 @@ def _window(qtbot):
 
     window = MainWindow()
     qtbot.addWidget(window)
+    window.confirm_quit = lambda: True  # a failure must not leave the suite waiting on a modal question
     window.resize(1280, 800)
     window.show()
     qtbot.waitUntil(lambda: window.started and bool(window.session.machine), timeout=30_000)
@@ -44,6 +45,7 @@ def test_folder_remembered_after_success_and_outputs_listed_from_every_folder(qt
     window = _window(qtbot)
     _open(qtbot, window, tiny_dir)
     quantize = window.quantize
+    quantize.check.setChecked(False)  # folders are the point here, not the quick check
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the folder should be")
     quantize.out_dir.setText(str(blocked))

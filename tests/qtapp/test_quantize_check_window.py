@@ -12,6 +12,7 @@ def _window(qtbot):
 
     window = MainWindow()
     qtbot.addWidget(window)
+    window.confirm_quit = lambda: True  # a failure must not leave the suite waiting on a modal question
     window.resize(1280, 800)
     window.show()
     qtbot.waitUntil(lambda: window.started and bool(window.session.machine), timeout=30_000)

@@ -82,6 +82,7 @@ def _window(qtbot):
 
     window = MainWindow()
     qtbot.addWidget(window)
+    window.confirm_quit = lambda: True  # a failure must not leave the suite waiting on a modal question
     window.resize(1280, 800)
     window.show()
     qtbot.waitUntil(lambda: window.started, timeout=10_000)

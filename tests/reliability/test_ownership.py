@@ -126,8 +126,8 @@ def test_stale_clean_up_removes_only_dead_quantdesk_temporaries(tmp_path):
 def test_live_jobs_parts_survive_another_process_clean_up(tiny_dir, tmp_path):
     out = tmp_path / "out"
     before = _user_files(out)
-    proc = subprocess.Popen(_cli(tiny_dir, "--to", "Q4_0", "--out", out, "--json"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(_cli(tiny_dir, "--to", "Q4_0", "--out", out, "--json", "--no-check"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     try:
         parts: list[Path] = []
         for line in proc.stdout:
@@ -222,7 +222,7 @@ def test_a_real_job_takes_over_a_stale_lock(tiny_bf16, tmp_path):
 def test_two_jobs_started_at_once_into_one_folder_one_refuses(tiny_dir, tmp_path):
     out = tmp_path / "out"
     before = _user_files(out)
-    procs = [subprocess.Popen(_cli(tiny_dir, "--to", "Q4_0", "--out", out), stdout=subprocess.PIPE,
+    procs = [subprocess.Popen(_cli(tiny_dir, "--to", "Q4_0", "--out", out, "--no-check"), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=_env()) for _ in range(2)]
     try:
         results = [(p, *p.communicate(timeout=600)) for p in procs]
