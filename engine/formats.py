@@ -2,7 +2,9 @@
 
 Format ids are ``gguf:<llama.cpp type>`` or ``hf:<method>``. Bits per weight
 for k-quants are llama.cpp's published figures for Llama-3-8B without an
-importance matrix; the others follow from their block layout.
+importance matrix; the others follow from their block layout. ``needs_imatrix``
+follows llama.cpp's rule (llama-quant.cpp): it refuses IQ1/IQ2 and IQ3_XXS
+tensors without one; the GGUF backend then computes one (or reads --imatrix FILE).
 """
 
 from __future__ import annotations
@@ -45,11 +47,14 @@ FORMATS: dict[str, Format] = {
         _gguf("Q4_K_M", 4.89, 15, "GGUF Q4_K_M", "best size/quality balance", 0.18),
         _gguf("Q4_K_S", 4.67, 14, "GGUF Q4_K_S", "a little smaller than Q4_K_M"),
         _gguf("IQ4_XS", 4.46, 30, "GGUF IQ4_XS", "small 4-bit, best with an importance matrix"),
+        _gguf("IQ4_NL", 4.50, 25, "GGUF IQ4_NL", "4-bit non-linear, best with an importance matrix"),
         _gguf("Q4_0", 4.50, 2, "GGUF Q4_0", "legacy 4-bit, fast on some CPUs"),
         _gguf("Q3_K_M", 4.00, 12, "GGUF Q3_K_M", "noticeable loss"),
+        _gguf("IQ3_M", 3.66, 27, "GGUF IQ3_M", "3-bit mix, best with an importance matrix"),
         _gguf("Q2_K", 3.16, 10, "GGUF Q2_K", "large loss; last resort"),
-        _gguf("IQ2_XS", 2.31, 20, "GGUF IQ2_XS", "needs an importance matrix", imatrix=True),
-        _gguf("IQ2_XXS", 2.06, 19, "GGUF IQ2_XXS", "needs an importance matrix", imatrix=True),
+        _gguf("IQ3_XXS", 3.06, 23, "GGUF IQ3_XXS", "3-bit; needs an importance matrix", imatrix=True),
+        _gguf("IQ2_XS", 2.31, 20, "GGUF IQ2_XS", "2-bit; needs an importance matrix", imatrix=True),
+        _gguf("IQ2_XXS", 2.06, 19, "GGUF IQ2_XXS", "2-bit; needs an importance matrix", imatrix=True),
         _gguf("IQ1_S", 1.56, 24, "GGUF IQ1_S", "needs an importance matrix", imatrix=True),
         Format("hf:fp16", "hf", "fp16", 16.0, "none", "FP16 / BF16 (unchanged)", "lossless", delta_ppl=0.0),
         Format("hf:bnb-int8", "hf", "bnb-int8", 8.2, "bnb", "bitsandbytes INT8", "negligible loss"),

@@ -38,11 +38,6 @@ def _load(name: str) -> Backend | None:
 
 def backend_for(fmt: Format) -> Backend:
     """The backend that makes ``fmt``, or one sentence saying what to choose instead."""
-    if fmt.needs_imatrix:
-        raise QuantDeskError(
-            f"{fmt.label} needs an importance matrix, which QuantDesk cannot compute yet; "
-            "choose IQ4_XS, Q3_K_M or Q2_K instead."
-        )
     backend = _load(fmt.backend)
     if backend is None:
         raise QuantDeskError(

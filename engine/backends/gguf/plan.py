@@ -16,6 +16,7 @@ from engine.inspect import ModelInfo, inspect_model, model_name, safetensors_ten
 from engine.units import format_bytes
 
 FULL_PRECISION = ("F32", "F16", "BF16")
+UNWEIGHTED = FULL_PRECISION + ("Q8_0",)  # types llama.cpp makes the same with or without an importance matrix
 _MIB = 1024**2
 _CONVERTER_BASE_RAM = 700 * _MIB  # python + torch + transformers, measured on the converter
 _METADATA_BYTES = 16 * _MIB  # vocabulary and header per file, generously
@@ -29,6 +30,7 @@ class Output:
     final: Path
     variant: str = ""  # a mix's suffix to the type name, e.g. "-O8" (engine.autopick)
     options: dict[str, Any] = field(default_factory=dict)  # this output's own quantizer options
+    imatrix: bool = False  # quantized with the job's importance matrix
 
     @property
     def part(self) -> Path:
@@ -57,6 +59,9 @@ class GgufPlan(Plan):
     needed_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
     input_file: Path | None = None  # quantize from this GGUF instead of the source (an earlier conversion)
+    # The importance matrix: "computed" (or found again) at ``imatrix_file``, "file" (the user's), or None.
+    imatrix: str | None = None
+    imatrix_file: Path | None = None
 
     @property
     def outputs(self) -> list[Output]:
@@ -83,12 +88,12 @@ def model_name_of(source: Path) -> str:
 def plan_job(request: QuantizeRequest, targets: list[Format]) -> GgufPlan:
     """Check the request and work out every file; raises QuantDeskError, writes nothing."""
     opts = request.gguf
-    for fmt in targets:
-        if fmt.needs_imatrix:
-            raise QuantDeskError(
-                f"{fmt.label} needs an importance matrix, which QuantDesk cannot compute yet; "
-                "choose IQ4_XS, Q3_K_M or Q2_K instead."
-            )
+    needy = [fmt for fmt in targets if fmt.needs_imatrix]
+    if needy and opts.imatrix == "none":
+        raise QuantDeskError(
+            f"{needy[0].label} cannot be made without an importance matrix; drop --imatrix none (QuantDesk then "
+            "computes one from the calibration data) or give one with --imatrix FILE."
+        )
     source = Path(request.source).expanduser()
     info = inspect_model(source)
     out_dir = Path(request.out_dir).expanduser()
@@ -120,11 +125,15 @@ def plan_job(request: QuantizeRequest, targets: list[Format]) -> GgufPlan:
         intermediate = Output(FORMATS[f"gguf:{input_type}"], out_dir / output_name(name, input_type))
     keep = opts.keep_intermediate
     quantize: list[Output] = []
+    imatrix, imatrix_file = _imatrix_source(opts.imatrix, needy, kind, source, out_dir, name, request.overwrite)
     for fmt in targets:
         if intermediate is not None and fmt.name == input_type:
             keep = True  # the intermediate is itself a requested output
             continue
-        quantize.append(Output(fmt, out_dir / output_name(name, fmt.name)))
+        used = imatrix is not None and fmt.name not in UNWEIGHTED and (opts.imatrix is not None or fmt.needs_imatrix)
+        quantize.append(Output(fmt, out_dir / output_name(name, fmt.name), imatrix=used))
+    if imatrix is not None and not any(out.imatrix for out in quantize):
+        imatrix = imatrix_file = None  # nothing here is quantized with it
     for out in quantize + ([intermediate] if intermediate else []):
         if out.final.resolve() == source.resolve():
             raise QuantDeskError(
@@ -136,13 +145,15 @@ def plan_job(request: QuantizeRequest, targets: list[Format]) -> GgufPlan:
         request=request, targets=list(targets), source=source, kind=kind, model_name=name, info=info, out_dir=out_dir, input_type=input_type,
         intermediate=intermediate, keep_intermediate=keep, quantize=quantize, converter=converter,
         requantize=requantize, threads=int(request.threads or 0), quant_options=_quant_options(opts),
-        warnings=warnings,
+        warnings=warnings, imatrix=imatrix, imatrix_file=imatrix_file,
     )
     check_output_folder(out_dir)
     plan.needed_bytes = _needed_bytes(plan)
     require_free_space(out_dir, plan.needed_bytes, "the GGUF files")
     if kind == "hf":
         need_ram = _conversion_ram(source, info)
+        if imatrix == "computed":  # transformers holds the whole model (bf16 at least) to compute the matrix
+            need_ram = max(need_ram, _CONVERTER_BASE_RAM + 2 * max(1, info.parameters))
         have_ram = available_ram_bytes()
         if need_ram > have_ram:
             raise QuantDeskError(
@@ -150,6 +161,30 @@ def plan_job(request: QuantizeRequest, targets: list[Format]) -> GgufPlan:
                 f"{format_bytes(have_ram)} is available; close other programs and try again."
             )
     return plan
+
+
+def _imatrix_source(option: str | None, needy: list[Format], kind: str, source: Path, out_dir: Path, name: str,
+                    overwrite: bool) -> tuple[str | None, Path | None]:
+    """("computed", where it goes) / ("file", the user's file) / (None, None); checks the file now."""
+    if option == "none" or (option is None and not needy):
+        return None, None
+    if option not in (None, "auto"):
+        from engine.backends.gguf.imatrix_file import read_imatrix
+
+        path = Path(option).expanduser()
+        read_imatrix(path)  # a missing, damaged or foreign file is one sentence before anything starts
+        return "file", path
+    if kind != "hf":
+        what = needy[0].label if needy and option is None else "--imatrix auto"
+        raise QuantDeskError(
+            f"{what} needs an importance matrix, which QuantDesk computes only from a Hugging Face model, not "
+            f"from a GGUF file like {source.name}; give one made by llama-imatrix with --imatrix FILE."
+        )
+    from engine.backends.gguf.imatrix import imatrix_path, is_ours
+
+    path = imatrix_path(out_dir, name)
+    check_not_foreign(path, is_ours, overwrite)
+    return "computed", path
 
 
 def _check_convertible(source: Path, info: ModelInfo, converter_opt: Any) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from engine.errors import JobCancelled, QuantDeskError
@@ -90,14 +91,20 @@ def quantize_worker(reporter: ChildReporter, jobs: list[dict[str, Any]], threads
     # llama.cpp keeps only the raw pointer: this reference must outlive every quantize call.
     _KEEP_ALIVE.append(log_callback)
     llama_cpp.llama_log_set(log_callback, ctypes.c_void_p(0))
+    matrix = _load_imatrix(llama_cpp, reporter, jobs, threads, options, lines) if options.get("imatrix") else None
     kv = _kv_overrides(llama_cpp, metadata)
+    kv_imatrix = _kv_overrides(llama_cpp, {**metadata, **matrix[1]}) if matrix is not None else kv
     results = []
     for i, job in enumerate(jobs):
         current["i"] = i
         done_bytes[0] = 0.0
         reporter.send("start", job=i, type=job["type"])
         params = quantize_params(llama_cpp, job, threads, {**options, **(job.get("options") or {})})
-        params.kv_overrides = ctypes.cast(kv, ctypes.POINTER(llama_cpp.llama_model_kv_override))
+        with_matrix = matrix is not None and job.get("imatrix")
+        if with_matrix:
+            params.imatrix = matrix[0]
+        params.kv_overrides = ctypes.cast(kv_imatrix if with_matrix else kv,
+                                          ctypes.POINTER(llama_cpp.llama_model_kv_override))
         lines.errors.clear()
         rc = llama_cpp.llama_model_quantize(job["src"].encode(), job["dst"].encode(), ctypes.byref(params))
         if rc != 0:
@@ -109,6 +116,44 @@ def quantize_worker(reporter: ChildReporter, jobs: list[dict[str, Any]], threads
         results.append({"type": job["type"], "path": job["dst"]})
     reporter.finish(results)  # every file is closed
     return results
+
+
+def _load_imatrix(llama_cpp: Any, reporter: ChildReporter, jobs: list[dict[str, Any]], threads: int,
+                  options: dict[str, Any], lines: LogLines) -> tuple[Any, dict[str, str | int]]:
+    """Read the matrix and check, with a dry run per type, that it covers what each type needs."""
+    from engine.backends.gguf.imatrix_file import read_imatrix
+    from engine.backends.gguf.imatrix_use import (
+        check_coverage,
+        imatrix_array,
+        imatrix_metadata,
+        planned_types,
+    )
+
+    data = read_imatrix(options["imatrix"])
+    name = str(options.get("imatrix_name") or options["imatrix"])
+    text: list[str] = []
+    sink = LogLines(lambda _level, line: text.append(line))  # the dry run's lines are no progress
+    for job in jobs:
+        if not job.get("imatrix"):
+            continue
+        if reporter.cancelled:
+            raise JobCancelled()
+        reporter.send("checking", type=job["type"])
+        text.clear()
+        lines_feed = lines.feed
+        lines.feed = sink.feed  # type: ignore[method-assign]
+        try:
+            params = quantize_params(llama_cpp, job, threads, {**options, **(job.get("options") or {})})
+            params.dry_run = True
+            rc = llama_cpp.llama_model_quantize(job["src"].encode(), (job["dst"] + ".dry-run").encode(),
+                                                ctypes.byref(params))
+        finally:
+            lines.feed = lines_feed  # type: ignore[method-assign]
+        planned = planned_types("\n".join(text))
+        if rc != 0 or not planned:
+            raise QuantDeskError(f"llama.cpp could not plan {job['type']} from the input file; check the input file.")
+        check_coverage(data, planned, int(job["ftype"]), job["type"], Path(name).name)
+    return imatrix_array(llama_cpp, data, _KEEP_ALIVE), imatrix_metadata(data, name)
 
 
 def quantize_params(llama_cpp: Any, job: dict[str, Any], threads: int, options: dict[str, Any]) -> Any:
@@ -174,12 +219,17 @@ def dry_run_worker(reporter: ChildReporter, src: str, jobs: list[dict[str, Any]]
     return sizes
 
 
-def _kv_overrides(llama_cpp: Any, metadata: dict[str, str]) -> Any:
-    """Provenance strings as llama.cpp KV overrides, ended by an empty key as it expects."""
+def _kv_overrides(llama_cpp: Any, metadata: dict[str, str | int]) -> Any:
+    """Provenance strings (and the imatrix's counts) as llama.cpp KV overrides, ended by an empty key."""
     items = list(metadata.items())
     arr = (llama_cpp.llama_model_kv_override * (len(items) + 1))()
     for slot, (key, value) in zip(arr, items, strict=False):
-        slot.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
         slot.key = key.encode()[:127]
-        slot.value.val_str = value.encode()[:127]
+        if isinstance(value, int):
+            slot.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_INT
+            slot.value.val_i64 = value
+        else:
+            slot.tag = llama_cpp.LLAMA_KV_OVERRIDE_TYPE_STR
+            slot.value.val_str = value.encode()[:127]
+    _KEEP_ALIVE.append(arr)
     return arr
