@@ -173,6 +173,9 @@ def _load_model(source: Path, dtype: str) -> Any:
 
     from engine.trust import explain_loader_error, pickle_allowed
 
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # progress is the job's own events
     if dtype == "auto":
         dtype = "float32" if _fits_in_float32(source) else "bfloat16"
     try:

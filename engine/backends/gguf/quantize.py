@@ -133,12 +133,12 @@ def _load_imatrix(llama_cpp: Any, reporter: ChildReporter, jobs: list[dict[str, 
     name = str(options.get("imatrix_name") or options["imatrix"])
     text: list[str] = []
     sink = LogLines(lambda _level, line: text.append(line))  # the dry run's lines are no progress
-    for job in jobs:
+    for i, job in enumerate(jobs):
         if not job.get("imatrix"):
             continue
         if reporter.cancelled:
             raise JobCancelled()
-        reporter.send("checking", type=job["type"])
+        reporter.send("checking", job=i, type=job["type"])
         text.clear()
         lines_feed = lines.feed
         lines.feed = sink.feed  # type: ignore[method-assign]
