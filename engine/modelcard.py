@@ -116,6 +116,7 @@ def render_card(artifacts: list[Artifact], *, source: Path | str | None, chat_te
                 check += f" — {_plain(evidence)}"
             row += f" {_cell(check)} |"
         lines.append(row)
+    lines += _imatrix_lines(artifacts)
     for art in artifacts:
         lines += _autopick_lines(art)
     ggufs = [a for a in artifacts if a.format.startswith("gguf:")]
@@ -153,6 +154,22 @@ def render_card(artifacts: list[Artifact], *, source: Path | str | None, chat_te
         lines += ["", "No chat template was found: this looks like a base model, so prompt it with plain text."]
     lines.append("")
     return "\n".join(lines)
+
+
+def _imatrix_lines(artifacts: list[Artifact]) -> list[str]:
+    """Which files were quantized with an importance matrix, and what it was computed on."""
+    lines = []
+    for art in artifacts:
+        matrix = art.options.get("imatrix") if isinstance(art.options, dict) else None
+        if not isinstance(matrix, dict):
+            continue
+        calib = matrix.get("calibration") if isinstance(matrix.get("calibration"), dict) else None
+        how = {"file": "given with --imatrix", "cached": "computed earlier"}.get(str(matrix.get("source")), "computed")
+        if calib:
+            how += (f" from {_plain(str(calib.get('data')))}, {calib.get('samples')} samples of "
+                    f"{calib.get('seq_len')} tokens")
+        lines.append(f"- {_code(Path(art.path).name)}: importance matrix {_code(str(matrix.get('file')))} ({how})")
+    return ["", "**Importance matrix:**", *lines] if lines else []
 
 
 def _autopick_lines(art: Artifact) -> list[str]:

@@ -169,11 +169,10 @@ def compute_imatrix(reporter: ChildReporter | None, source: Path, samples: list[
 
 def _load_model(source: Path, dtype: str) -> Any:
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM
 
     from engine.trust import explain_loader_error, pickle_allowed
-
-    import transformers
 
     transformers.utils.logging.disable_progress_bar()  # progress is the job's own events
     if dtype == "auto":
