@@ -80,9 +80,9 @@ def test_mistyped_option_is_one_sentence(tiny_dir, tmp_path):
         _run(tiny_dir, "Q4_K_M", tmp_path / "out", keep_intermediat=True)
 
 
-def test_imatrix_types_are_refused(tiny_dir, tmp_path):
-    with pytest.raises(QuantDeskError, match="needs an importance matrix"):
-        _run(tiny_dir, "IQ2_XS", tmp_path / "out")
+def test_imatrix_types_without_a_matrix_are_refused(tiny_dir, tmp_path):
+    with pytest.raises(QuantDeskError, match="IQ2_XS cannot be made without an importance matrix"):
+        _run(tiny_dir, "IQ2_XS", tmp_path / "out", imatrix="none")
 
 
 def test_quantized_gguf_needs_requantize_and_warns(smollm2_gguf, tmp_path):

@@ -43,7 +43,7 @@ def test_json_event_stream_and_success(smollm2_gguf, tmp_path):
     ("args", "needle"),
     [
         (["--to", "Q9_Z"], "Unknown format 'Q9_Z'"),
-        (["--to", "IQ1_S"], "needs an importance matrix"),
+        (["--to", "IQ1_S", "--imatrix", "none"], "cannot be made without an importance matrix"),
         (["--to", "Q4_K_M", "--output-tensor-type", "q9"], "Unknown tensor type 'q9'"),
     ],
 )
