@@ -7,7 +7,7 @@ llama.cpp on the BF16 GGUF, which is what llama-imatrix itself runs on). The
 chunks are the calibration samples, so both see exactly the same tokens.
 
 Worth (``--kld``): mean KLD against the BF16 GGUF on a slice of the project's
-evaluation text for Q4_K_M, IQ4_XS and IQ3_XXS made with and without the
+evaluation text (8 chunks of 256 tokens) for Q4_K_M, IQ4_XS and IQ3_XXS made with and without the
 matrix (llama_model_quantize called directly, so IQ3_XXS can be made without).
 
     /work/venv11/bin/python tests/benchmarks/imatrix.py [--samples 32] [--seq-len 512] [--threads 2] [--kld]
@@ -75,10 +75,10 @@ def kld_table(bf16: Path, data, threads: int) -> dict[str, dict[str, float]]:
     from engine.evaluate.texts import default_text
     from engine.jobs import run_job
 
-    ctx = 512
+    ctx = 256
     base = open_scorer(bf16, n_ctx=ctx, threads=threads)
     try:
-        ref = run_job(score_original(base, default_text(), ctx))
+        ref = run_job(score_original(base, default_text(), ctx, max_tokens=8 * ctx))
     finally:
         base.close()
     table: dict[str, dict[str, float]] = {}
