@@ -17,6 +17,8 @@ from engine.formats import Format
 BACKENDS: dict[str, str] = {
     "gguf": "engine.backends.gguf.backend:GgufBackend",
     "bnb": "engine.backends.bnb.backend:BnbBackend",
+    "gptq": "engine.backends.int4.backend:GptqBackend",
+    "awq": "engine.backends.int4.backend:AwqBackend",
 }
 
 _LOADED: dict[str, Backend] = {}
