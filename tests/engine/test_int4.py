@@ -261,3 +261,19 @@ def test_missing_package_names_the_exact_pip_command():
     with pytest.raises(QuantDeskError, match='install with: pip install "quantdesk-absent-pkg==1.0"'):
         NeedsMissing().validate_environment()
     assert GptqBackend().install_hint() is None and AwqBackend().install_hint() is None
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["gptq-4bit", "awq-4bit"])
+def test_cuda_output_reloads_on_the_gpu(kind, tiny_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    run = _run(tiny_dir, kind, tmp_path / "out", device="cuda", calibration_data=_calibration_file(tmp_path), **CALIB)
+    record = read_sidecar(run["outputs"][kind])
+    assert record is not None and record.options["device"] == "cuda"
+    model = AutoModelForCausalLM.from_pretrained(run["outputs"][kind], device_map="cuda")
+    with torch.no_grad():
+        logits = model(torch.arange(1, 17, device="cuda").unsqueeze(0)).logits
+    assert torch.isfinite(logits).all()
