@@ -89,13 +89,15 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
     """Quantize ``source`` once per job into each job's ``part`` folder; returns what was verified."""
     from engine.trust import check_pickle, forbid_remote_code
 
+    source = str(Path(source).resolve())
+    jobs = [{**job, "part": str(Path(job["part"]).resolve())} for job in jobs]
     check_pickle(Path(source))
     first = _Reporter(reporter, 0, jobs[0]["format"])
     first.send("loading", 0.0, "Reading the tokenizer and the calibration texts")
-    calib = _calibration(first, Path(source), calibration)
+    calib = _calibration(first, Path(source), calibration)  # before the chdir below: the file may be relative
     first.send("loading", 0.3, "Loading torch, transformers and gptqmodel")
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(2, int(threads or 0))))
-    with _quiet():
+    with _quiet(), _private_cwd():
         import torch
         import transformers
 
@@ -296,6 +298,20 @@ def _verify(part: Path, label: str, device: str) -> dict[str, Any]:
     del model
     _free_memory(torch)
     return {"reloaded_modules": reloaded, "probe_nll": round(nll, 4)}
+
+
+@contextlib.contextmanager
+def _private_cwd():
+    """gptqmodel writes a ``logs/`` folder into the current directory: give it a temporary one."""
+    import tempfile
+
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="quantdesk-gptqmodel-") as scratch:
+        os.chdir(scratch)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
 
 
 @contextlib.contextmanager
