@@ -60,8 +60,8 @@ FORMATS: dict[str, Format] = {
         Format("hf:bnb-int8", "hf", "bnb-int8", 8.2, "bnb", "bitsandbytes INT8", "negligible loss"),
         Format("hf:bnb-nf4", "hf", "bnb-nf4", 4.13, "bnb", "bitsandbytes NF4", "4-bit, double quantization"),
         Format("hf:fp8", "hf", "fp8", 8.0, "fp8", "FP8 E4M3", "near-lossless on Hopper GPUs"),
-        Format("hf:awq-4bit", "hf", "awq-4bit", 4.25, "awq", "AWQ 4-bit g128", "4-bit, calibrated"),
-        Format("hf:gptq-4bit", "hf", "gptq-4bit", 4.25, "gptq", "GPTQ 4-bit g128", "4-bit, calibrated"),
+        Format("hf:awq-4bit", "hf", "awq-4bit", 4.25, "awq", "AWQ 4-bit", "4-bit, calibrated"),
+        Format("hf:gptq-4bit", "hf", "gptq-4bit", 4.25, "gptq", "GPTQ 4-bit", "4-bit, calibrated"),
     ]
 }
 

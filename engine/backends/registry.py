@@ -18,6 +18,8 @@ BACKENDS: dict[str, str] = {
     "gguf": "engine.backends.gguf.backend:GgufBackend",
     "bnb": "engine.backends.bnb.backend:BnbBackend",
     "fp8": "engine.backends.fp8.backend:Fp8Backend",
+    "gptq": "engine.backends.int4.backend:GptqBackend",
+    "awq": "engine.backends.int4.backend:AwqBackend",
 }
 
 _LOADED: dict[str, Backend] = {}

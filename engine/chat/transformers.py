@@ -54,6 +54,9 @@ def load_hf_model(folder: Path, device: str, *, dtype: Any = None, threads: int 
         kwargs["use_safetensors"] = True
     if quant is None:
         kwargs["dtype"] = dtype if dtype is not None else "auto"
+    elif quant == "gptq" and device == "cpu":
+        # Most CPUs only emulate bfloat16: GPTQ's CPU kernel takes float32 activations, several times faster.
+        kwargs["dtype"] = dtype if dtype is not None else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
