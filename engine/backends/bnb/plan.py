@@ -7,15 +7,16 @@ outlier threshold.
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from engine.artifacts import made_by_quantdesk, read_sidecar
+from engine.artifacts import made_by_quantdesk
+from engine.backends import hf_source
 from engine.backends.base import Plan, QuantizeRequest
+from engine.backends.hf_source import open_checkpoint
 from engine.backends.options import BnbOptions
 from engine.errors import QuantDeskError
 from engine.formats import Format
@@ -129,20 +130,8 @@ def cpu_problem() -> str | None:
 
 def plan_device(request: QuantizeRequest | None) -> str:
     """"cpu" or "cuda" from what was asked and the GPUs NVML can see; refuses CUDA without a GPU."""
-    asked = str(getattr(request, "device", None) or "auto").lower()
-    if asked not in ("auto", "cpu", "cuda"):
-        raise QuantDeskError(f"Unknown device '{asked}'; choose cpu, cuda or auto.")
-    if asked == "cpu":
-        return "cpu"
-    from engine.hardware import detect_gpus
+    return hf_source.plan_device(request, "bitsandbytes")
 
-    gpus = detect_gpus()
-    if asked == "cuda" and not gpus:
-        raise QuantDeskError(
-            "CUDA was asked for, but this machine has no NVIDIA GPU the driver can see; "
-            "choose --device cpu (bitsandbytes works on CPU, slowly) or a GGUF type."
-        )
-    return "cuda" if gpus else "cpu"
 
 @dataclass
 class SourceInfo:
@@ -156,38 +145,8 @@ class SourceInfo:
 
 def read_source(source: Path) -> SourceInfo:
     """Check that ``source`` is an unquantized Hugging Face checkpoint and read its size; writes nothing."""
-    folder = source.parent if source.is_file() and source.name == "config.json" else source
-    if folder.is_file():
-        if folder.suffix.lower() == ".gguf":
-            raise QuantDeskError(
-                f"{folder.name} is a GGUF file; bitsandbytes needs the original Hugging Face folder, "
-                "so point to that folder or choose a GGUF type for this file."
-            )
-        raise QuantDeskError(f"{folder} is a file; point to the model's Hugging Face folder instead.")
-    config_path = folder / "config.json"
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise QuantDeskError(
-            f"{folder} has no config.json, so it is not a Hugging Face checkpoint; point to the model's folder."
-        ) from None
-    except (OSError, ValueError) as err:
-        raise QuantDeskError(f"{config_path} cannot be read ({err}); re-download the model.") from None
-    quant = config.get("quantization_config")
-    if quant:
-        method = quant.get("quant_method", "quantized") if isinstance(quant, dict) else "quantized"
-        record = read_sidecar(folder)
-        made = f" (made by QuantDesk from {record.source_name})" if record and record.source_name else ""
-        raise QuantDeskError(
-            f"{folder.name} is already quantized with {method}{made}; quantizing it again would lose "
-            "quality, so point to the original FP16/BF16 checkpoint instead."
-        )
-    shards = sorted(folder.glob("*.safetensors"))
-    bins = sorted(folder.glob("*.bin"))
-    if not shards and not bins:
-        raise QuantDeskError(
-            f"{folder} has no weights (*.safetensors or *.bin); download the complete model."
-        )
+    checkpoint = open_checkpoint(source, "bitsandbytes", allow_bin=True)
+    folder, config, shards, bins = checkpoint.folder, checkpoint.config, checkpoint.shards, checkpoint.bins
     params: int | None = 0
     largest = 0
     weight_bytes = 0

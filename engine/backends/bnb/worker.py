@@ -10,40 +10,20 @@ from __future__ import annotations
 import gc
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
+from engine.backends.child_report import PROBE_TEXT, TargetReporter
 from engine.errors import QuantDeskError
 
 # Files beside the weights that a user expects to travel with the model.
 _SUPPORT_FILES = ("chat_template.jinja", "chat_template.json", "generation_config.json")
-_PROBE_TEXT = "The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is"
-_REPORT_EVERY_S = 0.1
-
-
-class _Reporter:
-    """Sends progress for one target, throttled, with the target's index and format."""
-
-    def __init__(self, reporter: Any, index: int, fmt: str) -> None:
-        self._reporter = reporter
-        self._index = index
-        self._format = fmt
-        self._last = 0.0
-
-    def send(self, step: str, within: float, message: str, force: bool = True, **extra: Any) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < _REPORT_EVERY_S:
-            return
-        self._last = now
-        self._reporter.send("progress", step=step, within=within, message=message, target_index=self._index,
-                            format=self._format, **extra)
 
 
 class _WeightsBar:
     """Stands in for transformers' "Loading weights" bar: each tensor loaded is a quantize step."""
 
-    def __init__(self, report: _Reporter, iterable: Any = None, total: int | None = None, **_: Any) -> None:
+    def __init__(self, report: TargetReporter, iterable: Any = None, total: int | None = None, **_: Any) -> None:
         self._report = report
         self._iterable = iterable
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
@@ -83,7 +63,7 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
     from engine.trust import check_pickle, forbid_remote_code
 
     check_pickle(Path(source))
-    first = _Reporter(reporter, 0, jobs[0]["format"])
+    first = TargetReporter(reporter, 0, jobs[0]["format"])
     first.send("loading", 0.0, "Loading torch, transformers and bitsandbytes")
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     import torch
@@ -116,7 +96,7 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
     results = []
     for index, job in enumerate(jobs):
         try:
-            results.append(_quantize_one(_Reporter(reporter, index, job["format"]), Path(source), job, device))
+            results.append(_quantize_one(TargetReporter(reporter, index, job["format"]), Path(source), job, device))
         except QuantDeskError:
             raise
         except Exception as err:
@@ -138,7 +118,7 @@ def _versions(torch: Any, transformers: Any) -> dict[str, str]:
             "bitsandbytes": bitsandbytes.__version__}
 
 
-def _quantize_one(report: _Reporter, source: Path, job: dict[str, Any], device: str) -> dict[str, Any]:
+def _quantize_one(report: TargetReporter, source: Path, job: dict[str, Any], device: str) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
     from transformers.utils import logging as hf_logging
@@ -308,7 +288,7 @@ def _probe_ids(tokenizer: Any, config: Any, device: Any) -> Any:
     import torch
 
     if tokenizer is not None:
-        ids = tokenizer(_PROBE_TEXT, return_tensors="pt")["input_ids"]
+        ids = tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"]
     else:
         vocab = int(getattr(config, "vocab_size", 0) or 32)
         ids = torch.arange(1, 17).remainder(vocab).unsqueeze(0)

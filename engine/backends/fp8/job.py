@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from engine.artifacts import (
-    Artifact,
-    is_sidecar,
-    made_by_quantdesk,
-    package_versions,
-    sidecar_path,
-    size_on_disk,
-    write_sidecar,
-)
-from engine.backends.base import OutputRecord, plan_transaction
+from engine.artifacts import Artifact
+from engine.backends.base import OutputRecord
+from engine.backends.folder_job import folder_artifact, run_folder_job, target_progress
 from engine.backends.fp8.plan import SCHEME, Fp8Plan
-from engine.inspect import model_name
-from engine.jobs import CancelToken, JobGen, Progress, relay, run_in_child
+from engine.jobs import CancelToken, JobGen, Progress, run_in_child
 from engine.units import format_bytes
 
 
@@ -33,54 +23,22 @@ def run_plan(plan: Fp8Plan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
     yield Progress(step="loading", fraction=0.0,
                    message=f"FP8 E4M3 of {source.folder.name}: about {format_bytes(plan.estimate_bytes)}, "
                            f"{format_bytes(plan.ram_bytes)} of memory, roughly {plan.estimated_s:.0f} s")
-    txn, own_txn = plan_transaction(plan)
-    txn.part(final)
-    try:
-        child = run_in_child(_worker_entry, str(source.folder), str(part), final.name, plan.request.threads,
-                             name="FP8 worker", cancel=cancel)
-    except BaseException:
-        if own_txn:
-            txn.rollback()
-        raise
-    try:
-        result: dict[str, Any] = yield from relay(
-            child, lambda msg: _progress(msg[1], plan.format.id) if msg[0] == "progress" else None)
-        cancel.raise_if_cancelled()
-        yield Progress(step="finishing", fraction=1.0, message="Writing the model card and library record")
-        record = _record(plan, result, size_on_disk(part))
-        _write_card(part, record)
-        txn.promote(part, final, made_by_quantdesk)
-        txn.claim(sidecar_path(final), is_sidecar)
-        record = write_sidecar(final, format=record.format, source=source.folder, options=record.options,
-                               versions=record.versions, source_name=record.source_name,
-                               source_params=source.params)
-        from engine.modelcard import write_model_card
 
-        write_model_card(plan.request.out_dir, source=source.folder.resolve(), txn=txn)
-        if own_txn:
-            txn.commit()
-        return [OutputRecord(final, plan.format.id, record.size_bytes)]
-    except BaseException:
-        child.close()  # ends the child before its folder is removed
-        if own_txn:  # else the job's owner undoes it
-            txn.rollback()
-        raise
+    def describe(_index: int, result: dict[str, Any], size: int) -> Artifact:
+        options: dict[str, Any] = {
+            "scheme": SCHEME, "weights": "FP8 E4M3, one scale per output channel, round-to-nearest",
+            "activations": "FP8 E4M3, dynamic per token", "layout": "compressed-tensors (float-quantized)",
+            "quantized_modules": result["quantized_modules"], "unquantized_linear": result["ignored_modules"],
+        }
+        return folder_artifact(final, plan.format.id, source.folder, source.params, size, options,
+                               result["versions"])
 
-
-def _record(plan: Fp8Plan, result: dict[str, Any], size: int) -> Artifact:
-    """What the sidecar and the card say about the finished folder."""
-    source = plan.source
-    options: dict[str, Any] = {
-        "scheme": SCHEME, "weights": "FP8 E4M3, one scale per output channel, round-to-nearest",
-        "activations": "FP8 E4M3, dynamic per token", "layout": "compressed-tensors (float-quantized)",
-        "quantized_modules": result["quantized_modules"], "unquantized_linear": result["ignored_modules"],
-    }
-    if source.params:
-        options["bits_per_weight"] = round(size * 8 / source.params, 3)
-    return Artifact(path=plan.final, format=plan.format.id, source=str(source.folder.resolve()), size_bytes=size,
-                    options=options, versions={**package_versions(), **result["versions"]},
-                    source_name=model_name(source.folder), source_params=source.params,
-                    created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return (yield from run_folder_job(
+        plan, cancel, source=source.folder, finals=[final], parts=[part],
+        start=lambda: run_in_child(_worker_entry, str(source.folder), str(part), final.name, plan.request.threads,
+                                   name="FP8 worker", cancel=cancel),
+        progress=lambda payload: target_progress({**payload, "format": plan.format.id}, 1, _SPANS),
+        describe=describe, card_section=_card_section))
 
 
 def _worker_entry(reporter: Any, source: str, part: str, name: str, threads: int | None) -> dict[str, Any]:
@@ -94,25 +52,10 @@ def _worker_entry(reporter: Any, source: str, part: str, name: str, threads: int
 _SPANS = {"loading": (0.0, 0.1), "quantizing": (0.1, 0.6), "saving": (0.6, 0.65), "verifying": (0.65, 1.0)}
 
 
-def _progress(payload: dict[str, Any], fmt: str) -> Progress:
-    step = payload.get("step", "quantizing")
-    lo, hi = _SPANS.get(step, (0.0, 1.0))
-    within = max(0.0, min(1.0, float(payload.get("within", 0.0))))
-    return Progress(
-        step=step, fraction=lo + (hi - lo) * within, message=payload.get("message", ""),
-        tensor_index=payload.get("tensor_index"), tensor_count=payload.get("tensor_count"),
-        tensor_name=payload.get("tensor_name"), extra={"format": fmt},
-    )
-
-
-def _write_card(folder: Path, record: Artifact) -> None:
-    """README.md inside the folder: the shared model card plus where FP8 runs and how to serve it."""
-    from engine.modelcard import read_chat_template, render_card
-
-    source = Path(record.source)
-    text = render_card([record], source=source, chat_template=read_chat_template(source), modelfile=None)
+def _card_section(record: Artifact) -> str:
+    """What FP8 adds to the folder's card: where it runs and how to serve it."""
     left = ", ".join(f"`{m}`" for m in record.options.get("unquantized_linear") or []) or "none"
-    text += (
+    return (
         "\n## FP8 E4M3 (compressed-tensors)\n\n"
         "Weights are FP8 E4M3, rounded to nearest with one scale per output channel; activations are quantized "
         "to FP8 per token while the model runs (the FP8_DYNAMIC scheme), so no calibration data was used. "
@@ -126,4 +69,3 @@ def _write_card(folder: Path, record: Artifact) -> None:
         "`AutoModelForCausalLM.from_pretrained` on any GPU or CPU; transformers then expands the weights to "
         "16 bits at the first forward pass, so it needs the memory of the 16-bit model and runs slower than it.\n"
     )
-    (folder / "README.md").write_text(text, encoding="utf-8")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.artifacts import made_by_quantdesk, read_sidecar
+from engine.artifacts import made_by_quantdesk
 from engine.backends.base import Plan, QuantizeRequest
+from engine.backends.hf_source import open_checkpoint
 from engine.errors import QuantDeskError
 from engine.formats import Format
 from engine.fsutil import check_not_foreign, check_output_folder, part_path, require_free_space
@@ -75,38 +75,8 @@ def plan_job(request: QuantizeRequest, targets: list[Format]) -> Fp8Plan:
 
 def read_source(source: Path) -> SourceInfo:
     """Check that ``source`` is an unquantized Hugging Face checkpoint in safetensors; writes nothing."""
-    folder = source.parent if source.is_file() and source.name == "config.json" else source
-    if folder.is_file():
-        if folder.suffix.lower() == ".gguf":
-            raise QuantDeskError(f"{folder.name} is a GGUF file; FP8 needs the original Hugging Face folder, "
-                                 "so point to that folder or choose a GGUF type for this file.")
-        raise QuantDeskError(f"{folder} is a file; point to the model's Hugging Face folder instead.")
-    config_path = folder / "config.json"
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise QuantDeskError(
-            f"{folder} has no config.json, so it is not a Hugging Face checkpoint; point to the model's folder."
-        ) from None
-    except (OSError, ValueError) as err:
-        raise QuantDeskError(f"{config_path} cannot be read ({err}); re-download the model.") from None
-    quant = config.get("quantization_config") if isinstance(config, dict) else None
-    if quant:
-        method = quant.get("quant_method", "quantized") if isinstance(quant, dict) else "quantized"
-        record = read_sidecar(folder)
-        made = f" (made by QuantDesk from {record.source_name})" if record and record.source_name else ""
-        raise QuantDeskError(
-            f"{folder.name} is already quantized with {method}{made}; quantizing it again would lose "
-            "quality, so point to the original FP16/BF16 checkpoint instead."
-        )
-    shards = sorted(folder.glob("*.safetensors"))
-    if not shards:
-        if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
-            raise QuantDeskError(
-                f"{folder.name} has only PyTorch .bin weights; FP8 is written from safetensors, so download the "
-                "model's .safetensors files (most Hub models have them) or choose a GGUF type."
-            )
-        raise QuantDeskError(f"{folder} has no weights (*.safetensors); download the complete model.")
+    checkpoint = open_checkpoint(source, "FP8")
+    folder, config, shards = checkpoint.folder, checkpoint.config, checkpoint.shards
     params = weight_bytes = largest = 0
     for shard in shards:
         weight_bytes += shard.stat().st_size

@@ -15,14 +15,12 @@ import gc
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
+from engine.backends.child_report import PROBE_TEXT, TargetReporter
 from engine.errors import QuantDeskError
 
-_PROBE_TEXT = "The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is"
-_REPORT_EVERY_S = 0.1
 # Files beside the weights a user expects to travel with the model (the weights and config are rewritten).
 _COPIED_SUFFIXES = (".json", ".jinja", ".model", ".txt", ".tiktoken", ".py")
 _NOT_COPIED = ("config.json", "model.safetensors.index.json")
@@ -31,26 +29,11 @@ _ROUTER = re.compile(r"(^|\.)(gate|router|shared_expert_gate)$")
 _ST_DTYPES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32", "float8_e4m3fn": "F8_E4M3"}
 
 
-class _Reporter:
-    """Progress messages to the parent, throttled unless forced."""
-
-    def __init__(self, reporter: Any) -> None:
-        self._reporter = reporter
-        self._last = 0.0
-
-    def send(self, step: str, within: float, message: str, force: bool = True, **extra: Any) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < _REPORT_EVERY_S:
-            return
-        self._last = now
-        self._reporter.send("progress", step=step, within=within, message=message, **extra)
-
-
 def quantize_checkpoint(reporter: Any, source: str, part: str, name: str, threads: int | None) -> dict[str, Any]:
     """Write ``source`` as FP8 into ``part``, reload and check it; returns what the sidecar records."""
     import os
 
-    report = _Reporter(reporter)
+    report = TargetReporter(reporter)
     report.send("loading", 0.0, "Loading torch, transformers and compressed-tensors")
     os.environ["TQDM_DISABLE"] = "1"
     import torch
@@ -147,7 +130,7 @@ def linear_layers(source: Path) -> tuple[dict[str, tuple[int, int]], list[str]]:
     return keep, sorted(ignored)
 
 
-def _write_checkpoint(report: _Reporter, src: Path, out: Path, linears: dict[str, tuple[int, int]]) -> list[str]:
+def _write_checkpoint(report: TargetReporter, src: Path, out: Path, linears: dict[str, tuple[int, int]]) -> list[str]:
     """One output shard per source shard, same names; returns the modules written as FP8."""
     import torch
     from safetensors import safe_open
@@ -314,7 +297,7 @@ class _ShardWriter:
         self._next += 1
 
 
-def verify_folder(folder: Path, *, report: _Reporter | None = None, name: str = "") -> dict[str, Any]:
+def verify_folder(folder: Path, *, report: TargetReporter | None = None, name: str = "") -> dict[str, Any]:
     """Open every shard, reload the folder with transformers and run it once on a short text.
 
     Raises QuantDeskError (one sentence) when a shard is unreadable, the folder
@@ -346,7 +329,7 @@ def verify_folder(folder: Path, *, report: _Reporter | None = None, name: str = 
                              "kept: check the disk and its free space, then quantize again.") from None
     model.eval()
     loaded = sum(hasattr(m, "quantization_scheme") for m in model.modules())
-    ids = tokenizer(_PROBE_TEXT, return_tensors="pt")["input_ids"]
+    ids = tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"]
     if report:
         report.send("verifying", 0.5, f"Running {name} once (transformers expands FP8 to 16 bits on a CPU)")
     with torch.no_grad():

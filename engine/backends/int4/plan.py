@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.artifacts import made_by_quantdesk, read_sidecar
+from engine.artifacts import made_by_quantdesk
+from engine.backends import hf_source
 from engine.backends.base import Plan, QuantizeRequest
+from engine.backends.hf_source import open_checkpoint
 from engine.backends.options import GROUP_SIZES, Int4Options
 from engine.errors import QuantDeskError
 from engine.formats import Format
@@ -159,41 +160,8 @@ def plan_job(request: QuantizeRequest, targets: list[Format], method: str) -> In
 
 def read_source(source: Path) -> Int4Source:
     """Check that ``source`` is an unquantized Hugging Face checkpoint and read its layers' shapes."""
-    folder = source.parent if source.is_file() and source.name == "config.json" else source
-    if folder.is_file():
-        if folder.suffix.lower() == ".gguf":
-            raise QuantDeskError(
-                f"{folder.name} is a GGUF file; GPTQ and AWQ need the original Hugging Face folder, "
-                "so point to that folder or choose a GGUF type for this file."
-            )
-        raise QuantDeskError(f"{folder} is a file; point to the model's Hugging Face folder instead.")
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise QuantDeskError(
-            f"{folder} has no config.json, so it is not a Hugging Face checkpoint; point to the model's folder."
-        ) from None
-    except (OSError, ValueError, RecursionError) as err:
-        raise QuantDeskError(f"{folder / 'config.json'} cannot be read ({err}); re-download the model.") from None
-    if not isinstance(config, dict):
-        raise QuantDeskError(f"{folder / 'config.json'} is not a JSON object; re-download the model.")
-    quant = config.get("quantization_config")
-    if quant:
-        method = quant.get("quant_method", "quantized") if isinstance(quant, dict) else "quantized"
-        record = read_sidecar(folder)
-        made = f" (made by QuantDesk from {record.source_name})" if record and record.source_name else ""
-        raise QuantDeskError(
-            f"{folder.name} is already quantized with {method}{made}; quantizing it again would lose "
-            "quality, so point to the original FP16/BF16 checkpoint instead."
-        )
-    shards = sorted(folder.glob("*.safetensors"))
-    if not shards:
-        if any(folder.glob("*.bin")):
-            raise QuantDeskError(
-                f"{folder.name} has only .bin (pickle) weights; GPTQ and AWQ in QuantDesk read .safetensors, "
-                "so convert the checkpoint or download its safetensors version."
-            )
-        raise QuantDeskError(f"{folder} has no weights (*.safetensors); download the complete model.")
+    checkpoint = open_checkpoint(source, "GPTQ and AWQ")
+    folder, config, shards = checkpoint.folder, checkpoint.config, checkpoint.shards
     params, weight_bytes = 0, 0
     shapes: dict[str, tuple[int, int]] = {}
     dtypes: dict[str, int] = {}
@@ -275,20 +243,7 @@ def check_group_size(source: Int4Source, group: int, method: str) -> None:
 
 def plan_device(request: QuantizeRequest) -> str:
     """"cpu" or "cuda" from what was asked and the GPUs NVML can see; refuses CUDA without a GPU."""
-    asked = str(getattr(request, "device", None) or "auto").lower()
-    if asked not in ("auto", "cpu", "cuda"):
-        raise QuantDeskError(f"Unknown device '{asked}'; choose cpu, cuda or auto.")
-    if asked == "cpu":
-        return "cpu"
-    from engine.hardware import detect_gpus
-
-    gpus = detect_gpus()
-    if asked == "cuda" and not gpus:
-        raise QuantDeskError(
-            "CUDA was asked for, but this machine has no NVIDIA GPU the driver can see; "
-            "choose --device cpu (GPTQ and AWQ work on the CPU, slowly) or a GGUF type."
-        )
-    return "cuda" if gpus else "cpu"
+    return hf_source.plan_device(request, "GPTQ and AWQ")
 
 
 def estimate_output_bytes(source: Int4Source, target: Int4Target) -> int:

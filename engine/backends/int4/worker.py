@@ -17,39 +17,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.backends.child_report import PROBE_TEXT, TargetReporter
 from engine.errors import JobCancelled, QuantDeskError
 
 _SUPPORT_FILES = ("chat_template.jinja", "chat_template.json", "generation_config.json")
-_PROBE_TEXT = "The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is"
-_REPORT_EVERY_S = 0.1
-
-
-class _Reporter:
-    """Sends progress for one target, throttled, with the target's index and format."""
-
-    def __init__(self, reporter: Any, index: int, fmt: str) -> None:
-        self._reporter = reporter
-        self._index = index
-        self._format = fmt
-        self._last = 0.0
-
-    @property
-    def cancelled(self) -> bool:
-        return bool(getattr(self._reporter, "cancelled", False))
-
-    def send(self, step: str, within: float, message: str, force: bool = True, **extra: Any) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < _REPORT_EVERY_S:
-            return
-        self._last = now
-        self._reporter.send("progress", step=step, within=within, message=message, target_index=self._index,
-                            format=self._format, **extra)
 
 
 class _LoopProgress:
     """gptqmodel's loop callbacks as ``calibrating`` / ``quantizing`` events; stops the loop on cancel."""
 
-    def __init__(self, report: _Reporter, method: str, layers: int, per_layer: int) -> None:
+    def __init__(self, report: TargetReporter, method: str, layers: int, per_layer: int) -> None:
         self._report = report
         self._method = method
         self._layers = max(1, layers)
@@ -92,7 +69,7 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
     source = str(Path(source).resolve())
     jobs = [{**job, "part": str(Path(job["part"]).resolve())} for job in jobs]
     check_pickle(Path(source))
-    first = _Reporter(reporter, 0, jobs[0]["format"])
+    first = TargetReporter(reporter, 0, jobs[0]["format"])
     first.send("loading", 0.0, "Reading the tokenizer and the calibration texts")
     calib = _calibration(first, Path(source), calibration)  # before the chdir below: the file may be relative
     first.send("loading", 0.3, "Loading torch, transformers and gptqmodel")
@@ -127,7 +104,7 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
                     "gptqmodel": gptqmodel.__version__}
         results = []
         for index, job in enumerate(jobs):
-            report = _Reporter(reporter, index, job["format"])
+            report = TargetReporter(reporter, index, job["format"])
             try:
                 result = _quantize_one(report, Path(source), job, device, calib, compute_dtype, source_dtype)
             except (QuantDeskError, JobCancelled):
@@ -146,7 +123,7 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
     return results
 
 
-def _calibration(report: _Reporter, source: Path, options: dict[str, Any]) -> Any:
+def _calibration(report: TargetReporter, source: Path, options: dict[str, Any]) -> Any:
     """The calibration samples, built from the model's own tokenizer; its warnings go out as events."""
     from engine.calibration import CalibrationOptions, build_calibration, hf_encoder
     from engine.inspect import model_name
@@ -162,7 +139,7 @@ def _calibration(report: _Reporter, source: Path, options: dict[str, Any]) -> An
     return calib
 
 
-def _quantize_one(report: _Reporter, source: Path, job: dict[str, Any], device: str, calib: Any,
+def _quantize_one(report: TargetReporter, source: Path, job: dict[str, Any], device: str, calib: Any,
                   compute_dtype: str, source_dtype: str) -> dict[str, Any]:
     import torch
     from gptqmodel import BACKEND, GPTQModel
@@ -283,7 +260,7 @@ def _verify(part: Path, label: str, device: str) -> dict[str, Any]:
         ) from None
     model.eval()
     reloaded = _count_quantized(model)
-    ids = tokenizer(_PROBE_TEXT, return_tensors="pt")["input_ids"].to(model.device)
+    ids = tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"].to(model.device)
     with torch.no_grad():
         logits = model(ids).logits.float()
     if reloaded == 0:

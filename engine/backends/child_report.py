@@ -1,0 +1,31 @@
+"""The child side of a folder-writing backend: progress for one target, throttled, and the probe text."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+# A sentence whose next word every output must still predict sensibly: the reload check's input.
+PROBE_TEXT = "The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is"
+REPORT_EVERY_S = 0.1
+
+
+class TargetReporter:
+    """Sends ``progress`` for one target (its index and format, when there are several), at most every 0.1 s
+    unless forced; ``cancelled`` says whether the parent asked the child to stop."""
+
+    def __init__(self, reporter: Any, index: int | None = None, fmt: str | None = None) -> None:
+        self._reporter = reporter
+        self._tags = {} if index is None else {"target_index": index, "format": fmt}
+        self._last = 0.0
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(getattr(self._reporter, "cancelled", False))
+
+    def send(self, step: str, within: float, message: str, force: bool = True, **extra: Any) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < REPORT_EVERY_S:
+            return
+        self._last = now
+        self._reporter.send("progress", step=step, within=within, message=message, **self._tags, **extra)
