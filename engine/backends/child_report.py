@@ -29,3 +29,20 @@ class TargetReporter:
             return
         self._last = now
         self._reporter.send("progress", step=step, within=within, message=message, **self._tags, **extra)
+
+
+def child_device(torch: Any, device: str, report: TargetReporter, cpu_note: str) -> str:
+    """The device the child really uses: CUDA refused when this torch cannot use it, "auto" settled (with
+    ``cpu_note`` as a warning when it falls back to the CPU)."""
+    from engine.errors import QuantDeskError
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise QuantDeskError(
+            "CUDA was asked for, but this PyTorch build cannot use the GPU; install a CUDA build of PyTorch "
+            "(pip install torch --index-url https://download.pytorch.org/whl/cu128) or choose --device cpu."
+        )
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            report.send("warning", 0.0, cpu_note)
+    return device

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.backends.child_report import PROBE_TEXT, TargetReporter
+from engine.backends.child_report import PROBE_TEXT, TargetReporter, child_device
 from engine.errors import QuantDeskError
 
 # Files beside the weights that a user expects to travel with the model.
@@ -80,16 +80,8 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
             f"bitsandbytes is installed but cannot be loaded ({type(err).__name__}: {err}); reinstall it with: "
             'pip install -U --force-reinstall "bitsandbytes>=0.47"'
         ) from None
-    if device == "cuda" and not torch.cuda.is_available():
-        raise QuantDeskError(
-            "CUDA was asked for, but this PyTorch build cannot use the GPU; install a CUDA build of PyTorch "
-            "(pip install torch --index-url https://download.pytorch.org/whl/cu128) or choose --device cpu."
-        )
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cpu":
-            first.send("warning", 0.0, "This PyTorch build cannot use the GPU, so bitsandbytes runs on the CPU; "
-                       "chatting with the result will be slow.")
+    device = child_device(torch, device, first, "This PyTorch build cannot use the GPU, so bitsandbytes runs on the "
+                          "CPU; chatting with the result will be slow.")
     if threads:
         torch.set_num_threads(int(threads))
     versions = _versions(torch, transformers)

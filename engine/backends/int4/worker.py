@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.backends.child_report import PROBE_TEXT, TargetReporter
+from engine.backends.child_report import PROBE_TEXT, TargetReporter, child_device
 from engine.errors import JobCancelled, QuantDeskError
 
 _SUPPORT_FILES = ("chat_template.jinja", "chat_template.json", "generation_config.json")
@@ -79,16 +79,8 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
         import transformers
 
         forbid_remote_code()
-        if device == "cuda" and not torch.cuda.is_available():
-            raise QuantDeskError(
-                "CUDA was asked for, but this PyTorch build cannot use the GPU; install a CUDA build of PyTorch "
-                "(pip install torch --index-url https://download.pytorch.org/whl/cu128) or choose --device cpu."
-            )
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            if device == "cpu":
-                first.send("warning", 0.0, "This PyTorch build cannot use the GPU, so calibration runs on the "
-                           "CPU, which takes much longer.")
+        device = child_device(torch, device, first, "This PyTorch build cannot use the GPU, so calibration runs "
+                              "on the CPU, which takes much longer.")
         if device == "cuda":
             compute_dtype = source_dtype
         if threads:
