@@ -57,8 +57,8 @@ def quick_text() -> str:
 
 
 def _answers_key(source: Path, prompts: tuple[str, ...], device: str) -> str:
-    from engine.evaluate.reference import weights_fingerprint
     from engine.evaluate.verdict import ANSWER_TOKENS
+    from engine.fingerprint import weights_fingerprint
 
     parts = {"weights": weights_fingerprint(source), "prompts": list(prompts), "tokens": ANSWER_TOKENS,
              "device": device, "format": _ANSWERS_FORMAT}

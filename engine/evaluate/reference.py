@@ -34,41 +34,17 @@ import numpy as np
 from engine.errors import QuantDeskError
 from engine.evaluate.perplexity import TOP_K, OriginalRun, score_original
 from engine.evaluate.scorers import Scorer
+from engine.fingerprint import weights_fingerprint
 from engine.jobs import CancelToken, JobGen, Progress
 
 CACHE_DIR_NAME = ".quantdesk-eval-cache"
 CACHE_LIMIT_BYTES = 256 * 1024 * 1024
 FORMAT = 1
-_HEAD = 1024 * 1024
-_TAIL = 64 * 1024
-_WEIGHT_SUFFIXES = (".gguf", ".safetensors", ".bin", ".json", ".model", ".jinja", ".txt", ".tiktoken")
 
 
 def cache_dir_for(output: Path) -> Path:
     """Where the cache for an output lives: beside its sidecar, in the outputs' folder (a link is not followed)."""
     return Path(output).expanduser().absolute().parent / CACHE_DIR_NAME
-
-
-def weights_fingerprint(source: Path) -> str:
-    """A hash that changes when the source's weights, config or tokenizer change (see the module)."""
-    source = Path(source).expanduser().resolve()
-    if source.is_file():
-        files = [source]
-        root = source.parent
-    else:
-        root = source
-        files = sorted(p for p in source.rglob("*")
-                       if p.is_file() and p.suffix.lower() in _WEIGHT_SUFFIXES and not p.name.startswith("."))
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-        with f.open("rb") as fh:
-            h.update(fh.read(_HEAD))
-            if st.st_size > _HEAD + _TAIL:
-                fh.seek(st.st_size - _TAIL)
-                h.update(fh.read(_TAIL))
-    return h.hexdigest()
 
 
 def reference_key(source: Path, text: str, n_ctx: int, max_tokens: int | None, device: str) -> str:

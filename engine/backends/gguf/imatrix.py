@@ -19,7 +19,6 @@ the model is loaded in float32 when that fits in memory.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -27,30 +26,15 @@ from typing import Any
 from engine.backends.gguf.imatrix_file import CALIBRATION_KEY, SOURCE_KEY, Entry, ImatrixData
 from engine.calibration import CalibrationOptions
 from engine.errors import JobCancelled, QuantDeskError
+from engine.fingerprint import weights_fingerprint
 from engine.jobs import ChildReporter
 
 SUFFIX = ".imatrix.gguf"
-_HEAD = 1024 * 1024
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".jinja")
 
 
 def imatrix_path(out_dir: Path, model_name: str) -> Path:
     """Where a job's computed matrix lives (and is found again): beside the outputs."""
     return Path(out_dir) / f"{model_name}{SUFFIX}"
-
-
-def source_fingerprint(source: Path) -> str:
-    """Changes when the source's weights, config or tokenizer change: names, sizes, times and first MiB."""
-    source = Path(source).expanduser().resolve()
-    files = sorted(p for p in source.rglob("*")
-                   if p.is_file() and p.suffix.lower() in _WEIGHT_SUFFIXES and not p.name.startswith("."))
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.relative_to(source)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-        with f.open("rb") as fh:
-            h.update(fh.read(_HEAD))
-    return h.hexdigest()
 
 
 def is_ours(path: Path) -> bool:
@@ -96,7 +80,7 @@ def imatrix_worker(reporter: ChildReporter, source: str, options: CalibrationOpt
     for warning in calib.warnings:
         reporter.send("warning", message=warning)
     record = calib.record()
-    source_sha = source_fingerprint(src)
+    source_sha = weights_fingerprint(src)
     if cached_matches(Path(final), source_sha, record["sha256"]):
         from engine.backends.gguf.imatrix_file import read_imatrix
 
