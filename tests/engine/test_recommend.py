@@ -73,12 +73,20 @@ def test_gpu_below_fp16_gets_4bit(plan, llama2):
     assert int8.fit == "no" and rec.options[-1].format == "hf:bnb-int8"
 
 
-def test_awq_gptq_wait_behind_formats_quantdesk_can_make(plan, llama2):
+def test_awq_gptq_are_made_and_wait_behind_nf4_only_without_their_library(plan, llama2, monkeypatch):
+    from engine.backends.int4.backend import AwqBackend, GptqBackend
+
+    options = plan(llama2, vram="8GiB").options
+    order, rows = [o.format for o in options], {o.format: o for o in options}
+    assert rows["hf:awq-4bit"].available and rows["hf:gptq-4bit"].available
+    assert order.index("hf:awq-4bit") < order.index("hf:bnb-nf4")
+    for backend in (AwqBackend, GptqBackend):  # as on a machine without gptqmodel
+        monkeypatch.setattr(backend, "required_packages", (("gptqmodel_is_not_here", "gptqmodel==7.6.0"),))
     rec = plan(llama2, vram="8GiB")
     order = [o.format for o in rec.options]
     for fid in ("hf:awq-4bit", "hf:gptq-4bit"):
         opt = rec.options[order.index(fid)]
-        assert not opt.available and opt.install_hint == "Not available in QuantDesk yet."
+        assert not opt.available and "pip install" in opt.install_hint and "gptqmodel==7.6.0" in opt.install_hint
         assert order.index(fid) > order.index("hf:bnb-nf4")
 
 
