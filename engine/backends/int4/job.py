@@ -104,6 +104,8 @@ def _record(final: Path, plan: Int4Plan, target: Int4Target, result: dict[str, A
         "device": result["device"], "dtype": result["dtype"], "compute_dtype": result["compute_dtype"],
         "quantized_modules": result["quantized_modules"], "calibration": result["calibration"],
     }
+    if result.get("awq_search"):
+        options["awq_search"] = result["awq_search"]
     if source.params:
         options["bits_per_weight"] = round(size * 8 / source.params, 3)
     return Artifact(path=final, format=target.format.id, source=str(source.folder.resolve()), size_bytes=size,
