@@ -157,7 +157,9 @@ def test_progress_goes_calibrating_then_quantizing_layer_by_layer(int4_smollm2):
 
 
 _RTN = """
-import sys, torch
+import os, sys
+os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")  # gptqmodel's loader pool needs two on a small machine
+import torch
 from gptqmodel import GPTQModel
 from gptqmodel.quantization.config import RTNConfig
 model = GPTQModel.load(sys.argv[1], RTNConfig(bits=4, group_size=int(sys.argv[3]), sym=True, offload_to_disk=False),
