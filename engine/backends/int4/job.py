@@ -51,6 +51,7 @@ def run_plan(plan: Int4Plan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
     ]
     calib = plan.request.calibration
     calibration = {"data": calib.data, "samples": calib.samples, "seq_len": calib.seq_len}
+    reached = [0.0]  # the bar never goes back (the calibration texts are read before the libraries load)
     txn, own_txn = plan_transaction(plan)
     for final in finals:
         txn.part(final)
@@ -64,7 +65,7 @@ def run_plan(plan: Int4Plan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
         raise
     try:
         results: list[dict[str, Any]] = yield from relay(
-            child, lambda msg: _progress(msg[1], len(jobs)) if msg[0] == "progress" else None)
+            child, lambda msg: _progress(msg[1], len(jobs), reached) if msg[0] == "progress" else None)
         cancel.raise_if_cancelled()
         outputs: list[OutputRecord] = []
         yield Progress(step="finishing", fraction=1.0, message="Writing model cards and library records")
@@ -127,18 +128,19 @@ _SPANS = {"warning": (0.0, 0.0), "loading": (0.0, 0.05), "calibrating": (0.05, 0
           "saving": (0.85, 0.9), "verifying": (0.9, 1.0)}
 
 
-def _progress(payload: dict[str, Any], n_jobs: int) -> Progress:
+def _progress(payload: dict[str, Any], n_jobs: int, reached: list[float]) -> Progress:
     step = payload.get("step", "quantizing")
     lo, hi = _SPANS.get(step, (0.0, 1.0))
     within = lo + (hi - lo) * max(0.0, min(1.0, float(payload.get("within", 0.0))))
     index = int(payload.get("target_index", 0))
+    reached[0] = max(reached[0], min(1.0, (index + within) / max(1, n_jobs)))
     extra = {"format": payload["format"]} if payload.get("format") else {}
     for key in ("layer_index", "layer_count"):
         if payload.get(key) is not None:
             extra[key] = payload[key]
     return Progress(
         step=step,
-        fraction=min(1.0, (index + within) / max(1, n_jobs)),
+        fraction=reached[0],
         message=payload.get("message", ""),
         tensor_index=payload.get("tensor_index"),
         tensor_count=payload.get("tensor_count"),
