@@ -167,7 +167,7 @@ def test_calibrated_gptq_and_awq_beat_round_to_nearest_of_the_same_library(int4_
 
     rtn = tmp_path / "smollm2-2layers-rtn-4bit"
     subprocess.run([sys.executable, "-c", _RTN, str(smollm2_cut_dir), str(rtn), str(GROUP)], check=True,
-                   capture_output=True, timeout=900)
+                   capture_output=True, timeout=900, cwd=tmp_path)  # its logs/ folder stays in tmp
     text = builtin_text("prose")[:6000]
 
     def kld(folder: Path) -> float:
