@@ -46,7 +46,16 @@ def run_folder_job(plan: Plan, cancel: CancelToken, *, source: Path, finals: lis
             txn.rollback()
         raise
     try:
-        results = yield from relay(child, lambda msg: progress(msg[1]) if msg[0] == "progress" else None)
+        reached = [0.0]
+
+        def forward(msg: tuple[str, Any]) -> Progress | None:
+            """The child's progress as the job's; the bar never goes back (a child reads texts before loading)."""
+            event = progress(msg[1]) if msg[0] == "progress" else None
+            if event is not None and event.step != "warning":
+                reached[0] = event.fraction = max(reached[0], event.fraction)
+            return event
+
+        results = yield from relay(child, forward)
         cancel.raise_if_cancelled()
         if isinstance(results, dict):
             results = [results]

@@ -1,8 +1,9 @@
-"""GPTQ and AWQ 4-bit with gptqmodel on CPU, real smollm2: reload, size, record, quality against RTN, cancel, refusals.
+"""GPTQ and AWQ 4-bit with gptqmodel on CPU, real weights: reload, size, record, quality against RTN, cancel, refusals.
 
-One module-scoped job makes both outputs from a small calibration set (8 samples of 128
-tokens), with group size 64: smollm2's layers are 576 wide, which is not a whole number
-of 128-groups (the preflight refuses g128 for it, tested below).
+One module-scoped job makes both outputs of smollm2 cut to its first two decoder layers
+(real weights, tokenizer and chat template; tests/fixtures/models.py) from a small
+calibration set (8 samples of 128 tokens), with group size 64: smollm2's layers are 576
+wide, which is not a whole number of 128-groups (the preflight refuses g128 for it).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from engine.jobs import CancelToken
 if importlib.util.find_spec("gptqmodel") is None:  # found without importing it: that costs seconds
     pytest.skip("gptqmodel is not installed", allow_module_level=True)
 
-QUESTION = "What is the capital of France?"
 GROUP = 64
 CALIB = {"calibration_samples": 8, "calibration_seq_len": 128}
+LAYERS, PER_LAYER = 2, 7
 
 
 def _calibration_file(folder: Path) -> str:
@@ -60,29 +61,16 @@ def _run(source: Path, to: str, out: Path, cancel: CancelToken | None = None, on
 
 
 @pytest.fixture(scope="module")
-def int4_smollm2(smollm2_dir, tmp_path_factory):
-    """smollm2 → gptq-4bit and awq-4bit (g64) in one job, on the CPU."""
+def int4_smollm2(smollm2_cut_dir, tmp_path_factory):
+    """smollm2 (two layers) → gptq-4bit and awq-4bit (g64) in one job, on the CPU."""
     out = tmp_path_factory.mktemp("int4-smollm2")
     data = _calibration_file(out.parent)
     started = time.monotonic()
-    run = _run(smollm2_dir, "gptq-4bit,awq-4bit", out, device="cpu", int4_group_size=GROUP,
+    run = _run(smollm2_cut_dir, "gptq-4bit,awq-4bit", out, device="cpu", int4_group_size=GROUP,
                calibration_data=data, **CALIB)
     run["seconds"] = time.monotonic() - started
     run["calibration_data"] = data
     return run
-
-
-def _greedy_answer(folder: Path, max_new_tokens: int = 12) -> str:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(folder, device_map="cpu")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    inputs = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True,
-                                           return_tensors="pt", return_dict=True)
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 @pytest.mark.slow
@@ -93,36 +81,33 @@ def test_output_reloads_with_plain_transformers_and_gives_finite_logits(int4_smo
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = int4_smollm2["outputs"][kind]
-    assert folder.name == f"smollm2-{kind}-g{GROUP}"
+    assert folder.name == f"smollm2-2layers-{kind}-g{GROUP}"
     model = AutoModelForCausalLM.from_pretrained(folder, device_map="cpu")
-    assert sum(isinstance(m, BaseQuantLinear) for m in model.modules()) == 30 * 7
+    assert sum(isinstance(m, BaseQuantLinear) for m in model.modules()) == LAYERS * PER_LAYER
     ids = AutoTokenizer.from_pretrained(folder)("The capital of France is", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         logits = model(ids).logits
     assert torch.isfinite(logits).all()
     del model
-    # A 135M model may lose the answer at 4 bits (the seeds' small-model warning): shown, not asserted.
-    print(f"\n{kind} answers {QUESTION!r}: {_greedy_answer(folder)!r}")
 
 
 @pytest.mark.slow
-def test_folders_are_4_bit_sized_and_carry_card_and_sidecar(int4_smollm2, smollm2_dir):
-    source = read_source(smollm2_dir)
+def test_folders_are_4_bit_sized_and_carry_card_and_sidecar(int4_smollm2, smollm2_cut_dir):
+    source = read_source(smollm2_cut_dir)
     for kind, folder in int4_smollm2["outputs"].items():
         fmt = get_format(kind)
         size = size_on_disk(folder)
-        # smollm2's tied 28M-parameter embedding stays bf16: the folder is ~0.43 of bf16, not a quarter.
-        assert size < 0.5 * size_on_disk(smollm2_dir)
-        tokenizer_bytes = (folder / "tokenizer.json").stat().st_size
+        # The tied 28M-parameter embedding stays bf16; the decoder layers' weights shrink to about 0.3 of bf16.
+        assert size_on_disk(smollm2_cut_dir) - size > 0.6 * source.quantized_weights * 2
         expected = estimate_output_bytes(source, target_for(fmt, QuantizeRequest(
-            source=smollm2_dir, targets=[fmt], out_dir=folder.parent, options={"int4_group_size": GROUP}).int4))
-        assert abs(size - tokenizer_bytes - expected) < 0.05 * expected
+            source=smollm2_cut_dir, targets=[fmt], out_dir=folder.parent, options={"int4_group_size": GROUP}).int4))
+        assert abs(size - expected) < 0.05 * expected  # the estimate counts 4 MiB for tokenizer and config
         config = json.loads((folder / "config.json").read_text())
         quant = config["quantization_config"]
         assert quant["quant_method"] == kind.split("-")[0] and quant["bits"] == 4 and quant["group_size"] == GROUP
         assert config["dtype"] == "bfloat16" and "offload_to_disk_path" not in json.dumps(config)
         record = read_sidecar(folder)
-        assert record is not None and record.format == fmt.id and record.source_params == 134_515_008
+        assert record is not None and record.format == fmt.id and record.source_params == 35_392_320
         opts = record.options
         assert opts["group_size"] == GROUP and opts["sym"] is True and opts["library"] == "gptqmodel 7.6.0"
         assert opts["calibration"]["samples"] == 8 and opts["calibration"]["seq_len"] == 128
@@ -146,10 +131,10 @@ def test_progress_goes_calibrating_then_quantizing_layer_by_layer(int4_smollm2):
         assert steps.index("calibrating") < steps.index("quantizing") < steps.index("saving") < \
             steps.index("verifying")
         layers = [e.extra["layer_index"] for e in events if "layer_index" in e.extra]
-        assert layers == list(range(1, 31))
+        assert layers == list(range(1, LAYERS + 1))
         counts = [e.tensor_index for e in events if e.step == "quantizing" and e.tensor_index]
-        assert counts == sorted(counts) and counts[-1] == 30 * 7
-        assert all(e.tensor_count == 30 * 7 for e in events if e.step == "quantizing")
+        assert counts == sorted(counts) and counts[-1] == LAYERS * PER_LAYER
+        assert all(e.tensor_count == LAYERS * PER_LAYER for e in events if e.step == "quantizing")
     fractions = [e.fraction for e in int4_smollm2["events"]]
     assert fractions == sorted(fractions)
     assert any(e.step == "warning" and "chat model" in e.message for e in int4_smollm2["events"]) == \
@@ -157,7 +142,9 @@ def test_progress_goes_calibrating_then_quantizing_layer_by_layer(int4_smollm2):
 
 
 _RTN = """
-import sys, torch
+import os, sys
+os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")  # gptqmodel's loader pool needs two on a small machine
+import torch
 from gptqmodel import GPTQModel
 from gptqmodel.quantization.config import RTNConfig
 model = GPTQModel.load(sys.argv[1], RTNConfig(bits=4, group_size=int(sys.argv[3]), sym=True, offload_to_disk=False),
@@ -170,20 +157,21 @@ model.save(sys.argv[2])
 
 
 @pytest.mark.slow
-def test_calibrated_gptq_and_awq_beat_round_to_nearest_of_the_same_library(int4_smollm2, smollm2_dir, tmp_path):
+def test_calibrated_gptq_and_awq_beat_round_to_nearest_of_the_same_library(int4_smollm2, smollm2_cut_dir,
+                                                                           tmp_path):
     """KLD against the original on the project's evaluation text: RTN 4-bit g64 made by gptqmodel
     (no calibration, same layout) is the baseline both calibrated methods must beat."""
     from engine.evaluate.run import EvalRequest, evaluate
     from engine.evaluate.texts import builtin_text
     from engine.jobs import run_job
 
-    rtn = tmp_path / "smollm2-rtn-4bit"
-    subprocess.run([sys.executable, "-c", _RTN, str(smollm2_dir), str(rtn), str(GROUP)], check=True,
-                   capture_output=True, timeout=900)
+    rtn = tmp_path / "smollm2-2layers-rtn-4bit"
+    subprocess.run([sys.executable, "-c", _RTN, str(smollm2_cut_dir), str(rtn), str(GROUP)], check=True,
+                   capture_output=True, timeout=900, cwd=tmp_path)  # its logs/ folder stays in tmp
     text = builtin_text("prose")[:6000]
 
     def kld(folder: Path) -> float:
-        request = EvalRequest(model=folder, text=text, n_ctx=256, base=smollm2_dir, threads=2, speed=False,
+        request = EvalRequest(model=folder, text=text, n_ctx=256, base=smollm2_cut_dir, threads=2, speed=False,
                               cache=False)
         return run_job(evaluate(request, save=False))["kld_mean"]
 

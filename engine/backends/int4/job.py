@@ -47,6 +47,8 @@ def run_plan(plan: Int4Plan, cancel: CancelToken) -> JobGen[list[OutputRecord]]:
             "device": result["device"], "dtype": result["dtype"], "compute_dtype": result["compute_dtype"],
             "quantized_modules": result["quantized_modules"], "calibration": result["calibration"],
         }
+        if result.get("awq_search"):
+            options["awq_search"] = result["awq_search"]
         return folder_artifact(plan.finals[index], target.format.id, source.folder, source.params, size, options,
                                result["versions"], "optimum")
 

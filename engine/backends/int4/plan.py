@@ -263,9 +263,9 @@ def check_memory(source: Int4Source, request: QuantizeRequest, device: str, meth
                  warnings: list[str]) -> str:
     """Refuse when it cannot fit; returns the type the model is held in while calibrating.
 
-    On a CPU, GPTQ runs in float32 when the memory allows it: several times faster than
-    bfloat16/float16, which most CPUs only emulate. gptqmodel's AWQ packs its layers only
-    from a 16-bit model, so AWQ keeps the source's type.
+    On a CPU, GPTQ and AWQ run in float32 when the memory allows it: several times
+    faster than bfloat16/float16, which most CPUs only emulate (AWQ's layers are cast
+    back to 16 bits just before packing, engine/backends/int4/awq_cpu.py).
     """
     import psutil
 
@@ -287,9 +287,6 @@ def check_memory(source: Int4Source, request: QuantizeRequest, device: str, meth
                 "or choose --device cpu."
             )
         need_ram = params * 2 + _RUNTIME_RAM
-        compute = source.dtype
-    elif method == "awq":
-        need_ram = params * 2 + activations + _RUNTIME_RAM
         compute = source.dtype
     else:
         need_ram = params * 4 + activations + _RUNTIME_RAM

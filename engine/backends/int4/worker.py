@@ -140,6 +140,13 @@ def _quantize_one(report: TargetReporter, source: Path, job: dict[str, Any], dev
     part = Path(job["part"])
     name, label, method = job["name"], job["label"], job["method"]
     settings = dict(job["settings"])
+    fast_awq = False
+    if method == "awq" and device == "cpu":
+        from engine.backends.int4.awq_cpu import install
+
+        fast_awq = install(source_dtype, float32_model=compute_dtype == "float32")
+        if not fast_awq:  # another gptqmodel: its AWQ packs only from a 16-bit model
+            compute_dtype = source_dtype
     config_cls = GPTQConfig if method == "gptq" else AWQConfig
     # Finished layers stay in memory: offloading them to disk would leave files behind a killed child.
     qconfig = config_cls(**settings, offload_to_disk=False)
@@ -189,6 +196,8 @@ def _quantize_one(report: TargetReporter, source: Path, job: dict[str, Any], dev
     report.send("verifying", 1.0, f"{name} reloads with transformers and gives finite logits")
     result.update(format=job["format"], device=device, dtype=source_dtype, compute_dtype=compute_dtype,
                   quantized_modules=quantized, recast_tensors=recast, quantize_s=round(quantize_s, 1))
+    if fast_awq:
+        result["awq_search"] = "QuantDesk's float32 search for gptqmodel 7.6 (engine/backends/int4/awq_cpu.py)"
     return result
 
 
