@@ -51,7 +51,7 @@ def run_folder_job(plan: Plan, cancel: CancelToken, *, source: Path, finals: lis
         def forward(msg: tuple[str, Any]) -> Progress | None:
             """The child's progress as the job's; the bar never goes back (a child reads texts before loading)."""
             event = progress(msg[1]) if msg[0] == "progress" else None
-            if event is not None and event.step != "warning":
+            if event is not None:
                 reached[0] = event.fraction = max(reached[0], event.fraction)
             return event
 
