@@ -228,7 +228,7 @@ def test_a_missing_tensor_is_named_before_anything_is_quantized(imatrix_job, smo
 
 
 @pytest.mark.slow
-def test_cancel_while_computing_the_matrix_leaves_nothing(smollm2_dir, tmp_path):
+def test_cancel_while_computing_the_matrix_leaves_nothing(smollm2_cut_dir, tmp_path):
     from engine.jobs import CancelToken
 
     cancel = CancelToken()
@@ -239,6 +239,6 @@ def test_cancel_while_computing_the_matrix_leaves_nothing(smollm2_dir, tmp_path)
             cancel.cancel()
 
     with pytest.raises(JobCancelled):
-        run_quantize(smollm2_dir, "IQ2_XS", out, cancel=cancel, on_progress=on_progress, threads=2, **CALIB)
+        run_quantize(smollm2_cut_dir, "IQ2_XS", out, cancel=cancel, on_progress=on_progress, threads=2, **CALIB)
     assert not out.exists() or not any(out.iterdir())
     shutil.rmtree(out, ignore_errors=True)
