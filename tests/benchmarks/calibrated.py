@@ -70,8 +70,8 @@ with torch.no_grad():
 """
 
 
-def measure(cmd: list[str]) -> dict:
-    out = subprocess.run([PY, "-c", _WRAPPER, *map(str, cmd)], capture_output=True, text=True, cwd=ROOT)
+def measure(cmd: list[str], cwd: Path = ROOT) -> dict:
+    out = subprocess.run([PY, "-c", _WRAPPER, *map(str, cmd)], capture_output=True, text=True, cwd=cwd)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if result["rc"] != 0:
         raise SystemExit(f"command failed ({result['rc']}): {' '.join(map(str, cmd))}\n{result['tail']}")
@@ -79,8 +79,9 @@ def measure(cmd: list[str]) -> dict:
 
 
 def reference(model: Path, out: Path, method: str, args: argparse.Namespace) -> dict:
+    # gptqmodel writes a logs/ folder into the working directory: keep it beside the output, not in the checkout
     return measure([PY, "-c", _REFERENCE, ROOT, model, out, method, args.calib, args.samples, args.seq_len,
-                    args.group_size])
+                    args.group_size], cwd=out.parent)
 
 
 def quantdesk(model: Path, out: Path, method: str, args: argparse.Namespace) -> dict:
