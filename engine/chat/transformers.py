@@ -26,6 +26,20 @@ def hf_quantization(folder: Path) -> str | None:
     return method if isinstance(method, str) else None
 
 
+def _quiet_gptqmodel() -> None:
+    """gptqmodel (which loads GPTQ/AWQ folders) logs its banner, kernel choices and garbage collections at
+    INFO level and a Python-build advice at WARN, all through one shared logger; made first and raised
+    to ERROR, it stays so."""
+    import contextlib
+    import logging
+
+    with contextlib.suppress(Exception):
+        from logbar import LogBar
+
+        LogBar.shared()
+        logging.getLogger("logbar").setLevel(logging.ERROR)
+
+
 def load_hf_model(folder: Path, device: str, *, dtype: Any = None, threads: int | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) from a folder, on ``device``; failures become one sentence.
 
@@ -57,6 +71,8 @@ def load_hf_model(folder: Path, device: str, *, dtype: Any = None, threads: int 
     elif quant == "gptq" and device == "cpu":
         # Most CPUs only emulate bfloat16: GPTQ's CPU kernel takes float32 activations, several times faster.
         kwargs["dtype"] = dtype if dtype is not None else torch.float32
+    if quant in ("gptq", "awq"):
+        _quiet_gptqmodel()
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
