@@ -21,22 +21,10 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = sys.executable
-
-_WRAPPER = r"""
-import json, resource, subprocess, sys, time
-t = time.perf_counter()
-p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-wall = time.perf_counter() - t
-print(json.dumps({"rc": p.returncode, "wall": wall, "tail": p.stderr.decode(errors="replace")[-1500:],
-                  "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
-"""
+from measure import PY, ROOT, measure  # noqa: E402 - tests/benchmarks/measure.py beside this script
 
 _REFERENCE = r"""
 import os, sys
@@ -68,14 +56,6 @@ ids = AutoTokenizer.from_pretrained(out)("The capital of France is", return_tens
 with torch.no_grad():
     assert torch.isfinite(reloaded(ids).logits).all()
 """
-
-
-def measure(cmd: list[str], cwd: Path = ROOT) -> dict:
-    out = subprocess.run([PY, "-c", _WRAPPER, *map(str, cmd)], capture_output=True, text=True, cwd=cwd)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if result["rc"] != 0:
-        raise SystemExit(f"command failed ({result['rc']}): {' '.join(map(str, cmd))}\n{result['tail']}")
-    return result
 
 
 def reference(model: Path, out: Path, method: str, args: argparse.Namespace) -> dict:

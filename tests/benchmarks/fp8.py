@@ -16,25 +16,13 @@ Run: python tests/benchmarks/fp8.py [--repeat 2] [--model DIR]
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = sys.executable
-
-_WRAPPER = r"""
-import json, resource, subprocess, sys, time
-t = time.perf_counter()
-p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-wall = time.perf_counter() - t
-print(json.dumps({"rc": p.returncode, "wall": wall, "tail": p.stderr.decode(errors="replace")[-800:],
-                  "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
-"""
+from measure import PY, ROOT, measure  # noqa: E402 - tests/benchmarks/measure.py beside this script
 
 _REFERENCE = r"""
 import sys, torch
@@ -91,14 +79,6 @@ same = sum(torch.equal(a[k].view(torch.uint8) if a[k].dtype == torch.float8_e4m3
 print(f"{same} of {len(common)} shared tensors identical; only in reference: {sorted(set(a) - set(b))[:3]}, "
       f"only in QuantDesk: {sorted(set(b) - set(a))[:3]}")
 """
-
-
-def measure(cmd: list[str]) -> dict:
-    out = subprocess.run([PY, "-c", _WRAPPER, *map(str, cmd)], capture_output=True, text=True, cwd=ROOT)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if result["rc"] != 0:
-        raise SystemExit(f"command failed ({result['rc']}): {' '.join(map(str, cmd))}\n{result['tail']}")
-    return result
 
 
 def main() -> None:

@@ -22,25 +22,16 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PY = sys.executable
+from measure import PY, ROOT, measure  # noqa: E402 - tests/benchmarks/measure.py beside this script
+
 THREE = ("Q4_K_M", "Q5_K_M", "Q6_K")
 FTYPES = {"Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18}
 
-_WRAPPER = r"""
-import json, resource, subprocess, sys, time
-t = time.perf_counter()
-p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-wall = time.perf_counter() - t
-print(json.dumps({"rc": p.returncode, "wall": wall, "tail": p.stderr.decode(errors="replace")[-800:],
-                  "peak_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
-"""
 
 _REF_QUANTIZE = r"""
 import ctypes, sys
@@ -49,14 +40,6 @@ params = llama_cpp.llama_model_quantize_default_params()
 params.ftype = int(sys.argv[3])
 sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(params)))
 """
-
-
-def measure(cmd: list[str]) -> dict:
-    out = subprocess.run([PY, "-c", _WRAPPER, *map(str, cmd)], capture_output=True, text=True, cwd=ROOT)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if result["rc"] != 0:
-        raise SystemExit(f"command failed ({result['rc']}): {' '.join(map(str, cmd))}\n{result['tail']}")
-    return result
 
 
 def converter_command() -> list[str]:
