@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 # A sentence whose next word every output must still predict sensibly: the reload check's input.
@@ -46,3 +47,13 @@ def child_device(torch: Any, device: str, report: TargetReporter, cpu_note: str)
         if device == "cpu":
             report.send("warning", 0.0, cpu_note)
     return device
+
+
+def raise_if_disk_full(err: BaseException, name: str, folder: Path) -> None:
+    """A write that failed because the disk is full becomes one sentence naming the output and its folder."""
+    from engine.errors import QuantDeskError
+    from engine.failures import is_disk_full
+
+    if is_disk_full(err):
+        raise QuantDeskError(f"disk full while writing {name}: free some space in {folder} "
+                             "(or choose another output folder) and try again.") from None

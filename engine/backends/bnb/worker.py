@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.backends.child_report import PROBE_TEXT, TargetReporter, child_device
+from engine.backends.child_report import PROBE_TEXT, TargetReporter, child_device, raise_if_disk_full
 from engine.errors import QuantDeskError
 
 # Files beside the weights that a user expects to travel with the model.
@@ -92,12 +92,7 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
         except QuantDeskError:
             raise
         except Exception as err:
-            from engine.failures import is_disk_full
-
-            if is_disk_full(err):
-                part = Path(job["part"])
-                raise QuantDeskError(f"disk full while writing {part.name[: -len('.part')]}: free some space in "
-                                     f"{part.parent} (or choose another output folder) and try again.") from None
+            raise_if_disk_full(err, job["name"], Path(job["part"]).parent)
             raise
         results[-1]["versions"] = versions
     return results

@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.backends.child_report import PROBE_TEXT, TargetReporter
+from engine.backends.child_report import PROBE_TEXT, TargetReporter, raise_if_disk_full
 from engine.errors import QuantDeskError
 
 # Files beside the weights a user expects to travel with the model (the weights and config are rewritten).
@@ -74,11 +74,7 @@ def quantize_checkpoint(reporter: Any, source: str, part: str, name: str, thread
                     and not path.name.startswith("."):
                 shutil.copy2(path, out / path.name)
     except OSError as err:
-        from engine.failures import is_disk_full
-
-        if is_disk_full(err):
-            raise QuantDeskError(f"disk full while writing {name}: free some space in {out.parent} "
-                                 "(or choose another output folder) and try again.") from None
+        raise_if_disk_full(err, name, out.parent)
         raise
     if not quantized:
         raise QuantDeskError(f"{src.name} has no linear layers FP8 can quantize; choose a GGUF type instead.")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.backends.child_report import PROBE_TEXT, TargetReporter, child_device
+from engine.backends.child_report import PROBE_TEXT, TargetReporter, child_device, raise_if_disk_full
 from engine.errors import JobCancelled, QuantDeskError
 
 _SUPPORT_FILES = ("chat_template.jinja", "chat_template.json", "generation_config.json")
@@ -102,12 +102,7 @@ def quantize_all(reporter: Any, source: str, jobs: list[dict[str, Any]], device:
             except (QuantDeskError, JobCancelled):
                 raise
             except Exception as err:
-                from engine.failures import is_disk_full
-
-                if is_disk_full(err):
-                    part = Path(job["part"])
-                    raise QuantDeskError(f"disk full while writing {job['name']}: free some space in "
-                                         f"{part.parent} (or choose another output folder) and try again.") from None
+                raise_if_disk_full(err, job["name"], Path(job["part"]).parent)
                 raise
             result["versions"] = versions
             result["calibration"] = calib.record()
